@@ -1,0 +1,16 @@
+//! Domain rules of tokenim: input validation, the limits, group permissions,
+//! where a sync starts, unread arithmetic and rate limiting.
+//!
+//! Everything here is pure: no IO, no clocks (time is passed in), no async,
+//! nothing about sockets, HTTP or storage engines.
+
+mod error;
+mod limits;
+pub mod perms;
+mod rate;
+pub mod sync;
+pub mod validate;
+
+pub use error::{Error, Result};
+pub use limits::Limits;
+pub use rate::TokenBucket;

@@ -1,0 +1,195 @@
+//! HTTP JSON bodies (PROTOCOL.md section 2).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Event;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateAccount {
+    pub username: String,
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountCreated {
+    pub user_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateSession {
+    pub username: String,
+    pub password: String,
+    pub device_id: String,
+    pub platform: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionCreated {
+    pub token: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub user_id: String,
+    pub username: String,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserList {
+    pub users: Vec<UserInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContactList {
+    pub contacts: Vec<UserInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub device_id: String,
+    pub platform: String,
+    pub online: bool,
+    pub last_seen: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// `POST /v1/conversations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CreateConversation {
+    Direct {
+        peer: String,
+    },
+    Group {
+        #[serde(default)]
+        title: Option<String>,
+        #[serde(default)]
+        members: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvType {
+    Direct,
+    Group,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub user_id: String,
+    pub role: Role,
+    pub muted_until: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberPage {
+    pub members: Vec<MemberInfo>,
+    pub has_more: bool,
+}
+
+/// The conversation object (PROTOCOL.md 2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Conversation {
+    pub conv_id: String,
+    #[serde(rename = "type")]
+    pub ty: ConvType,
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<MemberInfo>>,
+    pub member_count: u64,
+    pub last_seq: u64,
+    pub read_seq: u64,
+    pub unread: u64,
+    pub last_event: Option<Event>,
+    pub created_at: i64,
+    pub only_admins_send: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConversationList {
+    pub conversations: Vec<Conversation>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PatchConversation {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub only_admins_send: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddMembers {
+    pub user_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetRole {
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetMute {
+    pub until: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostMessage {
+    pub client_msg_id: String,
+    pub content: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagePosted {
+    pub msg_id: String,
+    pub seq: u64,
+    pub ts: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Receipts {
+    pub read_by: Vec<String>,
+    pub unread_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushToken {
+    pub provider: String,
+    pub token: String,
+}

@@ -1,0 +1,19 @@
+//! Wire types of the tokenim protocol (`docs/protocol.md`): HTTP request and
+//! response bodies, WebSocket frames, events and error codes.
+//!
+//! This is the only crate that derives serde for the protocol. It holds no
+//! logic beyond (de)serialization and must not depend on any other tokenim
+//! crate.
+
+mod error;
+mod event;
+mod frames;
+mod http;
+
+pub use error::{ErrorBody, ErrorCode, ErrorResponse};
+pub use event::{Content, Event, EventKind};
+pub use frames::*;
+pub use http::*;
+
+/// Version of the wire protocol this crate describes.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,155 @@
+//! Server configuration: defaults, then a TOML file, then `TOKENIM_*`
+//! environment variables, then command-line flags (the binary applies those
+//! last through [`Config::set`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tokenim_core::Limits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `tokenim serve` can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// Argon2id memory cost in KiB and iterations (tests lower them).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    /// Serve the admin endpoints (bulk user creation) to this bearer secret.
+    pub admin_token: Option<String>,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("a valid address"),
+            data_dir: PathBuf::from("./data"),
+            tls_cert: None,
+            tls_key: None,
+            log_format: LogFormat::Text,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            admin_token: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The top-level settings, by their names in the file and after `TOKENIM_`.
+pub const SETTINGS: [&str; 8] = [
+    "listen",
+    "data_dir",
+    "tls_cert",
+    "tls_key",
+    "log_format",
+    "argon2_memory_kib",
+    "argon2_iterations",
+    "admin_token",
+];
+
+impl Config {
+    /// Defaults, overlaid by `file` (if any) and by the environment.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut cfg = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        for (k, v) in env {
+            if let Some(name) = k.strip_prefix("TOKENIM_LIMITS_") {
+                let name = name.to_ascii_lowercase();
+                let n: u64 = v
+                    .parse()
+                    .with_context(|| format!("{k} must be a whole number"))?;
+                cfg.limits.set(&name, n).map_err(anyhow::Error::msg)?;
+            } else if let Some(name) = k.strip_prefix("TOKENIM_") {
+                let name = name.to_ascii_lowercase();
+                if SETTINGS.contains(&name.as_str()) {
+                    cfg.set(&name, &v).with_context(|| format!("from {k}"))?;
+                }
+            }
+        }
+        cfg.limits.check().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
+
+    /// Sets one top-level setting from text.
+    pub fn set(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
+        match name {
+            "listen" => self.listen = value.parse().context("listen must be HOST:PORT")?,
+            "data_dir" => self.data_dir = value.into(),
+            "tls_cert" => self.tls_cert = Some(value.into()),
+            "tls_key" => self.tls_key = Some(value.into()),
+            "log_format" => {
+                self.log_format = match value {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => bail!("log_format must be text or json"),
+                }
+            }
+            "argon2_memory_kib" => self.argon2_memory_kib = value.parse()?,
+            "argon2_iterations" => self.argon2_iterations = value.parse()?,
+            "admin_token" => self.admin_token = Some(value.into()),
+            other => bail!("unknown setting {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// Sets one limit from `NAME=VALUE` text.
+    pub fn set_limit(&mut self, pair: &str) -> anyhow::Result<()> {
+        let (k, v) = pair
+            .split_once('=')
+            .context("a limit is given as NAME=VALUE")?;
+        let n: u64 = v.parse().context("a limit is a whole number")?;
+        self.limits.set(k, n).map_err(anyhow::Error::msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("tokenim-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9000\"\n[limits]\nheartbeat_ms = 5000\nsend_burst = 7\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("TOKENIM_LIMITS_SEND_BURST".to_string(), "9".to_string()),
+            ("TOKENIM_DATA_DIR".to_string(), "/tmp/x".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let c = Config::load(Some(&f), env).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.limits.heartbeat_ms, 5000);
+        assert_eq!(c.limits.send_burst, 9);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert!(Config::load(None, vec![("TOKENIM_LIMITS_NOPE".into(), "1".into())]).is_err());
+    }
+}

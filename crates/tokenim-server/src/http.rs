@@ -1,0 +1,623 @@
+//! The HTTP JSON API (PROTOCOL.md section 2). Handlers parse and bound the
+//! input, call [`App`], and map errors through the one code→status table.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::{HeaderValue, StatusCode, header, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use serde::de::DeserializeOwned;
+use tokenim_core::{Error, validate};
+use tokenim_proto::*;
+use tokenim_store::Op;
+
+use crate::app::{Actor, App, TimelineReq};
+
+/// An error as an HTTP response: status from the code, JSON body, and
+/// `Retry-After` for `rate_limited`.
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = StatusCode::from_u16(e.code.http_status()).expect("valid status");
+        let body = ErrorResponse {
+            error: ErrorBody {
+                code: e.code,
+                message: e.message,
+                retry_after_ms: e.retry_after_ms,
+            },
+        };
+        let mut r = (status, axum::Json(body)).into_response();
+        if let Some(ms) = e.retry_after_ms {
+            let secs = ms.div_ceil(1000).max(1);
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&secs.to_string()).expect("digits"),
+            );
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The authenticated caller.
+pub struct Auth(pub Actor);
+
+impl FromRequestParts<Arc<App>> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> ApiResult<Self> {
+        let h = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Error::unauthorized("missing bearer token"))?;
+        Ok(Auth(app.authenticate(h.trim()).await?))
+    }
+}
+
+/// A JSON body, bounded by `max_frame_bytes`, with protocol errors.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &Arc<App>) -> ApiResult<Self> {
+        let limit = app.limits.max_frame_bytes as usize;
+        let body = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| Error::too_large(format!("the body is over {limit} bytes")))?;
+        parse_json(&body).map(JsonBody)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    if body.is_empty() {
+        return Err(Error::bad_request("a JSON body is required").into());
+    }
+    serde_json::from_slice(body).map_err(|e| Error::bad_request(format!("bad JSON: {e}")).into())
+}
+
+fn client_ip(parts: &axum::http::Extensions) -> std::net::IpAddr {
+    parts
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let conv = "/v1/conversations/{conv_id}";
+    Router::new()
+        .route("/v1/accounts", post(create_account))
+        .route("/v1/sessions", post(create_session))
+        .route("/v1/sessions/current", delete(delete_session))
+        .route("/v1/me", get(me))
+        .route("/v1/devices", get(devices))
+        .route("/v1/devices/{device_id}", delete(delete_device))
+        .route("/v1/users", get(find_users))
+        .route("/v1/users/{user_id}", get(get_user))
+        .route("/v1/contacts", get(contacts))
+        .route(
+            "/v1/contacts/{user_id}",
+            put(add_contact).delete(remove_contact),
+        )
+        .route("/v1/blocks/{user_id}", put(block).delete(unblock))
+        .route(
+            "/v1/conversations",
+            post(create_conversation).get(list_conversations),
+        )
+        .route(conv, get(get_conversation).patch(patch_conversation))
+        .route(
+            &format!("{conv}/members"),
+            post(add_members).get(list_members),
+        )
+        .route(
+            &format!("{conv}/members/{{user_id}}"),
+            delete(remove_member),
+        )
+        .route(&format!("{conv}/members/{{user_id}}/role"), put(set_role))
+        .route(&format!("{conv}/members/{{user_id}}/mute"), put(set_mute))
+        .route(&format!("{conv}/events"), get(events))
+        .route(&format!("{conv}/events/{{seq}}/receipts"), get(receipts))
+        .route(&format!("{conv}/messages"), post(post_message))
+        .route("/v1/push-token", put(push_token))
+        .route("/v1/admin/users", post(admin_users))
+        .route("/v1/ws", get(crate::ws::upgrade))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(crate::web::routes())
+        .fallback(|| async { ApiError(Error::not_found("no such route")) })
+        .method_not_allowed_fallback(|| async {
+            let mut r = ApiError(Error::bad_request("method not allowed")).into_response();
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            r
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                ApiError(Error::internal("internal error")).into_response()
+            },
+        ))
+        .with_state(app)
+}
+
+/// Turns any error the framework produced as plain text into the protocol's
+/// JSON error body, so every `/v1` error is JSON.
+async fn json_errors(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    let is_ws = req.uri().path() == "/v1/ws";
+    let r = next.run(req).await;
+    let s = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (s.is_client_error() || s.is_server_error()) && !is_json && !is_ws {
+        let code = match s.as_u16() {
+            401 => ErrorCode::Unauthorized,
+            403 => ErrorCode::Forbidden,
+            404 => ErrorCode::NotFound,
+            409 => ErrorCode::Conflict,
+            413 => ErrorCode::TooLarge,
+            429 => ErrorCode::RateLimited,
+            503 => ErrorCode::Unavailable,
+            500..=599 => ErrorCode::Internal,
+            _ => ErrorCode::BadRequest,
+        };
+        let msg = s.canonical_reason().unwrap_or("error").to_lowercase();
+        let mut out = ApiError(Error::new(code, msg)).into_response();
+        *out.status_mut() = s;
+        return out;
+    }
+    r
+}
+
+async fn create_account(
+    State(app): State<Arc<App>>,
+    req: Request,
+) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
+    let (parts, body) = req.into_parts();
+    app.check_login_rate(client_ip(&parts.extensions))?;
+    let JsonBody(body) =
+        JsonBody::<CreateAccount>::from_request(Request::from_parts(parts, body), &app).await?;
+    Ok((StatusCode::CREATED, axum::Json(app.register(body).await?)))
+}
+
+async fn create_session(
+    State(app): State<Arc<App>>,
+    req: Request,
+) -> ApiResult<(StatusCode, axum::Json<SessionCreated>)> {
+    let (parts, body) = req.into_parts();
+    app.check_login_rate(client_ip(&parts.extensions))?;
+    let JsonBody(body) =
+        JsonBody::<CreateSession>::from_request(Request::from_parts(parts, body), &app).await?;
+    Ok((StatusCode::CREATED, axum::Json(app.login(body).await?)))
+}
+
+async fn delete_session(State(app): State<Arc<App>>, Auth(a): Auth) -> ApiResult<StatusCode> {
+    app.logout(&a).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(State(app): State<Arc<App>>, Auth(a): Auth) -> ApiResult<axum::Json<UserInfo>> {
+    Ok(axum::Json(app.user_info(&a.user_id).await?))
+}
+
+async fn devices(State(app): State<Arc<App>>, Auth(a): Auth) -> ApiResult<axum::Json<DeviceList>> {
+    Ok(axum::Json(app.devices(&a).await?))
+}
+
+async fn delete_device(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(device_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.remove_device(&a, &device_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn query(raw: Option<String>) -> ApiResult<HashMap<String, String>> {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > 4096 {
+        return Err(Error::too_large("query string too long").into());
+    }
+    serde_urlencoded_lite(&raw)
+}
+
+/// Parses `a=1&b=2` (percent-decoding values) without another dependency.
+fn serde_urlencoded_lite(raw: &str) -> ApiResult<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(pct_decode(k)?, pct_decode(v)?);
+    }
+    Ok(out)
+}
+
+fn pct_decode(s: &str) -> ApiResult<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                let v = u8::from_str_radix(hex, 16)
+                    .map_err(|_| Error::bad_request("bad percent-encoding"))?;
+                out.push(v);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::bad_request("query is not UTF-8").into())
+}
+
+fn num(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| Error::bad_request(format!("{name} must be an integer")).into()),
+    }
+}
+
+async fn find_users(
+    State(app): State<Arc<App>>,
+    Auth(_): Auth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<axum::Json<UserList>> {
+    let q = query(raw)?;
+    let name = q
+        .get("username")
+        .ok_or_else(|| Error::bad_request("username is required"))?;
+    Ok(axum::Json(app.find_users(name).await?))
+}
+
+async fn get_user(
+    State(app): State<Arc<App>>,
+    Auth(_): Auth,
+    Path(user_id): Path<String>,
+) -> ApiResult<axum::Json<UserInfo>> {
+    Ok(axum::Json(app.user_info(&user_id).await?))
+}
+
+async fn contacts(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+) -> ApiResult<axum::Json<ContactList>> {
+    Ok(axum::Json(app.contacts(&a).await?))
+}
+
+async fn add_contact(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(u): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.set_contact(&a, &u, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_contact(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(u): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.set_contact(&a, &u, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn block(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(u): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.set_block(&a, &u, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unblock(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(u): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.set_block(&a, &u, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_conversation(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    JsonBody(body): JsonBody<CreateConversation>,
+) -> ApiResult<(StatusCode, axum::Json<Conversation>)> {
+    let (c, created) = app.create_conversation(&a, body).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(c)))
+}
+
+async fn list_conversations(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+) -> ApiResult<axum::Json<ConversationList>> {
+    Ok(axum::Json(app.list_conversations(&a).await?))
+}
+
+async fn get_conversation(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(conv_id): Path<String>,
+) -> ApiResult<axum::Json<Conversation>> {
+    let (meta, me) = app.membership(&conv_id, &a.user_id).await?;
+    Ok(axum::Json(app.conv_object(&meta, &me).await?))
+}
+
+async fn patch_conversation(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(conv_id): Path<String>,
+    JsonBody(body): JsonBody<PatchConversation>,
+) -> ApiResult<axum::Json<Conversation>> {
+    app.manage(
+        &a,
+        &conv_id,
+        Op::Update {
+            title: body.title,
+            only_admins_send: body.only_admins_send,
+        },
+    )
+    .await?;
+    let (meta, me) = app.membership(&conv_id, &a.user_id).await?;
+    Ok(axum::Json(app.conv_object(&meta, &me).await?))
+}
+
+async fn add_members(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(conv_id): Path<String>,
+    JsonBody(body): JsonBody<AddMembers>,
+) -> ApiResult<axum::Json<Conversation>> {
+    let user_ids = validate::user_ids(&body.user_ids)?;
+    app.manage(
+        &a,
+        &conv_id,
+        Op::AddMembers {
+            user_ids,
+            max_members: app.limits.max_group_members,
+        },
+    )
+    .await?;
+    let (meta, me) = app.membership(&conv_id, &a.user_id).await?;
+    Ok(axum::Json(app.conv_object(&meta, &me).await?))
+}
+
+async fn list_members(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(conv_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<axum::Json<MemberPage>> {
+    let q = query(raw)?;
+    let limit = match num(&q, "limit")? {
+        None => 100,
+        Some(l) if l <= 0 => return Err(Error::bad_request("limit must be positive").into()),
+        Some(l) => l.min(1000) as usize,
+    };
+    let after = q.get("after").map(String::as_str);
+    Ok(axum::Json(
+        app.members_page(&a, &conv_id, after, limit).await?,
+    ))
+}
+
+async fn remove_member(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path((conv_id, user_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let op = if user_id == a.user_id {
+        Op::Leave
+    } else {
+        Op::Remove { user_id }
+    };
+    app.manage(&a, &conv_id, op).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_role(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path((conv_id, user_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<SetRole>,
+) -> ApiResult<StatusCode> {
+    app.manage(
+        &a,
+        &conv_id,
+        Op::SetRole {
+            user_id,
+            role: body.role,
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_mute(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path((conv_id, user_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<SetMute>,
+) -> ApiResult<StatusCode> {
+    app.set_mute(&a, &conv_id, &user_id, body.until).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn events(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(conv_id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<axum::Json<EventPage>> {
+    let q = query(raw)?;
+    let limit = match num(&q, "limit")? {
+        None => 50,
+        Some(l) if l <= 0 => return Err(Error::bad_request("limit must be positive").into()),
+        Some(l) => l.min(500) as u64,
+    };
+    let seq = |name: &str| -> ApiResult<Option<u64>> {
+        match num(&q, name)? {
+            Some(v) if v < 0 => Err(Error::bad_request(format!("{name} must be >= 0")).into()),
+            v => Ok(v.map(|v| v as u64)),
+        }
+    };
+    let (after, before) = (seq("after_seq")?, seq("before_seq")?);
+    Ok(axum::Json(
+        app.history(&a, &conv_id, after, before, limit).await?,
+    ))
+}
+
+async fn receipts(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path((conv_id, seq)): Path<(String, String)>,
+) -> ApiResult<axum::Json<Receipts>> {
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| Error::bad_request("seq must be a positive integer"))?;
+    Ok(axum::Json(app.receipts(&a, &conv_id, seq).await?))
+}
+
+async fn post_message(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    Path(conv_id): Path<String>,
+    JsonBody(body): JsonBody<PostMessage>,
+) -> ApiResult<(StatusCode, axum::Json<MessagePosted>)> {
+    let p = app
+        .prepare(
+            &a,
+            &conv_id,
+            &body.client_msg_id,
+            TimelineReq::Send(body.content),
+        )
+        .await?;
+    let ack = app.complete(&conv_id, &body.client_msg_id, p).await?;
+    let status = if ack.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        axum::Json(MessagePosted {
+            msg_id: ack.msg_id,
+            seq: ack.seq,
+            ts: ack.ts,
+        }),
+    ))
+}
+
+async fn push_token(
+    State(app): State<Arc<App>>,
+    Auth(a): Auth,
+    JsonBody(body): JsonBody<PushToken>,
+) -> ApiResult<StatusCode> {
+    if !["webhook", "apns", "fcm"].contains(&body.provider.as_str()) {
+        return Err(Error::bad_request("provider must be webhook, apns or fcm").into());
+    }
+    if body.token.is_empty() || body.token.len() > 4096 {
+        return Err(Error::bad_request("token must be 1-4096 bytes").into());
+    }
+    app.store
+        .set_push_token(
+            &a.user_id,
+            &a.device_id,
+            Some(tokenim_store::PushTarget {
+                provider: body.provider,
+                token: body.token,
+            }),
+        )
+        .await
+        .map_err(crate::app::store_err)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/admin/users`: bulk account creation for operators (benchmarks,
+/// imports), allowed only with the configured `admin_token`.
+#[derive(serde::Deserialize)]
+struct BulkUsers {
+    users: Vec<CreateAccount>,
+}
+
+#[derive(serde::Serialize)]
+struct BulkCreated {
+    user_ids: Vec<Option<String>>,
+}
+
+async fn admin_users(
+    State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> ApiResult<axum::Json<BulkCreated>> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (&app.cfg.admin_token, given) {
+        (Some(want), Some(got)) if want == got => {}
+        _ => return Err(Error::unauthorized("admin token required").into()),
+    }
+    let bytes = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .map_err(|_| Error::too_large("the body is over 64 MiB"))?;
+    let req: BulkUsers = parse_json(&bytes)?;
+    if req.users.len() > 100_000 {
+        return Err(Error::too_large("at most 100000 users per request").into());
+    }
+    Ok(axum::Json(BulkCreated {
+        user_ids: app.bulk_register(req.users).await?,
+    }))
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.store.ready().await && !app.shutting_down.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        ApiError(Error::unavailable("not ready")).into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let body = app
+        .metrics
+        .render(app.hub.connections(), app.hub.online_users());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

@@ -1,0 +1,206 @@
+//! Listening (plain or TLS on one port), the background tasks, and graceful
+//! shutdown: stop accepting, close every socket with a close frame, answer
+//! the commits in flight, write the pending acks, stop the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokenim_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
+
+use crate::app::{App, Dispatch};
+use crate::config::Config;
+use crate::outbox::Close;
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Asks the server to stop (as SIGTERM does) and waits until it has.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("server task")?
+    }
+
+    /// Waits until the server stops by itself.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")?
+    }
+
+    /// A handle that can stop the server later (from a signal handler).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+fn tls_acceptor(cfg: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let (cert, key) = match (&cfg.tls_cert, &cfg.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert).with_context(|| format!("opening {}", cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .context("reading the certificate chain")?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).with_context(|| format!("opening {}", key.display()))?,
+    ))
+    .context("reading the private key")?
+    .context("no private key in the key file")?;
+    let mut sc = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("building the TLS configuration")?;
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(sc))))
+}
+
+/// Opens the store, binds, and serves until stopped.
+pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server> {
+    let tls = tls_acceptor(&cfg)?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let app = App::new(cfg, store.clone())?;
+
+    let (dtx, mut drx) = mpsc::channel(1024);
+    store.set_sink(Arc::new(Dispatch(dtx)));
+    let dispatcher = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = drx.recv().await {
+                app.deliver(batch).await;
+            }
+        })
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ticker = {
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut n = 0u64;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                app.flush_acks().await;
+                n += 1;
+                if n.is_multiple_of(120) {
+                    app.prune_buckets();
+                }
+            }
+        })
+    };
+    let router = crate::http::router(app.clone());
+    let task = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            accept_loop(listener, tls, router, stop_rx).await;
+            // Stop: close every socket cleanly, let requests in flight finish.
+            app.shutting_down.store(true, Ordering::Relaxed);
+            app.hub.close_all(Close::Code(1001, "server shutting down"));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while (app.hub.connections() > 0 || app.commits_in_flight.load(Ordering::Relaxed) > 0)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = ticker.await;
+            app.flush_acks().await;
+            app.store.shutdown().await;
+            dispatcher.abort();
+            tracing::info!("stopped");
+            Ok(())
+        })
+    };
+    tracing::info!(%addr, tls = app.cfg.tls_cert.is_some(), "listening");
+    Ok(Server {
+        addr,
+        app,
+        stop: stop_tx,
+        task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = router
+            .clone()
+            .map_request(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let svc = TowerToHyperService::new(svc);
+        let builder = Builder::new(TokioExecutor::new());
+        match &tls {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                    .into_owned();
+                let fut = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = fut.await;
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            _ => return,
+                        };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .into_owned();
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}

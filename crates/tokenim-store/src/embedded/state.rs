@@ -1,0 +1,156 @@
+//! The embedded engine's in-memory state: every record but events and dedup
+//! records, loaded from disk at start and changed only by [`Change`]s.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::{ConvMeta, Device, Member, Session, User};
+
+#[derive(Clone, Default)]
+pub(crate) struct ConvState {
+    pub meta: ConvMeta,
+    pub members: BTreeMap<String, Member>,
+    pub member_ids: Arc<[String]>,
+}
+
+impl Default for ConvMeta {
+    fn default() -> Self {
+        ConvMeta {
+            conv_id: String::new(),
+            ty: tokenim_proto::ConvType::Group,
+            title: None,
+            created_at: 0,
+            only_admins_send: false,
+            pair: None,
+            last_seq: 0,
+            last_ts: 0,
+            msg_count: 0,
+            member_count: 0,
+            last_event: None,
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct State {
+    pub users: HashMap<String, Arc<User>>,
+    pub by_name: HashMap<String, String>,
+    pub sessions: HashMap<String, Session>,
+    pub devices: HashMap<String, BTreeMap<String, Device>>,
+    pub contacts: HashMap<String, BTreeSet<String>>,
+    pub blocks: HashMap<String, HashSet<String>>,
+    pub convs: HashMap<String, ConvState>,
+    pub user_convs: HashMap<String, HashSet<String>>,
+    pub direct: HashMap<(String, String), String>,
+    pub acks: HashMap<(String, String, String), u64>,
+    /// Conversations whose `member_ids` must be rebuilt by [`State::settle`].
+    pub dirty: HashSet<String>,
+}
+
+/// One change of state; applied to the writer's working copy as a batch is
+/// built and to the published copy once the batch is durable.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    User(Arc<User>),
+    Session(Session),
+    DelSession(String),
+    Device(Device),
+    DelDevice(String, String),
+    Contact(String, String, bool),
+    Block(String, String, bool),
+    Conv(ConvMeta),
+    Member(String, Member),
+    DelMember(String, String),
+    Ack(String, String, String, u64),
+}
+
+impl State {
+    /// Rebuilds what a batch of changes left stale.
+    pub fn settle(&mut self) {
+        for conv in std::mem::take(&mut self.dirty) {
+            if let Some(c) = self.convs.get_mut(&conv) {
+                c.member_ids = c.members.keys().cloned().collect();
+            }
+        }
+    }
+
+    pub fn apply(&mut self, c: &Change) {
+        match c {
+            Change::User(u) => {
+                self.by_name.insert(u.username.clone(), u.user_id.clone());
+                self.users.insert(u.user_id.clone(), u.clone());
+            }
+            Change::Session(s) => {
+                self.sessions.insert(s.session_id.clone(), s.clone());
+            }
+            Change::DelSession(id) => {
+                self.sessions.remove(id);
+            }
+            Change::Device(d) => {
+                self.devices
+                    .entry(d.user_id.clone())
+                    .or_default()
+                    .insert(d.device_id.clone(), d.clone());
+            }
+            Change::DelDevice(u, d) => {
+                if let Some(m) = self.devices.get_mut(u) {
+                    m.remove(d);
+                }
+                self.acks.retain(|(au, ad, _), _| !(au == u && ad == d));
+            }
+            Change::Contact(u, o, on) => {
+                let set = self.contacts.entry(u.clone()).or_default();
+                if *on {
+                    set.insert(o.clone());
+                } else {
+                    set.remove(o);
+                }
+            }
+            Change::Block(u, o, on) => {
+                let set = self.blocks.entry(u.clone()).or_default();
+                if *on {
+                    set.insert(o.clone());
+                } else {
+                    set.remove(o);
+                }
+            }
+            Change::Conv(meta) => {
+                if let Some(pair) = &meta.pair {
+                    self.direct.insert(pair.clone(), meta.conv_id.clone());
+                }
+                let c = self.convs.entry(meta.conv_id.clone()).or_default();
+                c.meta = meta.clone();
+            }
+            Change::Member(conv, m) => {
+                let c = self.convs.entry(conv.clone()).or_default();
+                let new = c.members.insert(m.user_id.clone(), m.clone()).is_none();
+                if new {
+                    self.dirty.insert(conv.clone());
+                    self.user_convs
+                        .entry(m.user_id.clone())
+                        .or_default()
+                        .insert(conv.clone());
+                }
+            }
+            Change::DelMember(conv, user) => {
+                if let Some(c) = self.convs.get_mut(conv)
+                    && c.members.remove(user).is_some()
+                {
+                    self.dirty.insert(conv.clone());
+                }
+                if let Some(set) = self.user_convs.get_mut(user) {
+                    set.remove(conv);
+                }
+                self.acks
+                    .retain(|(au, _, ac), _| !(au == user && ac == conv));
+            }
+            Change::Ack(u, d, c, seq) => {
+                let slot = self
+                    .acks
+                    .entry((u.clone(), d.clone(), c.clone()))
+                    .or_insert(0);
+                *slot = (*slot).max(*seq);
+            }
+        }
+    }
+}

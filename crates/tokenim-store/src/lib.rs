@@ -1,0 +1,156 @@
+//! Storage for tokenim: the [`Store`] trait every engine implements, the
+//! records it keeps, and the embedded engine ([`embedded::EmbeddedStore`],
+//! fjall on local disk) that `tokenim serve` uses by default.
+//!
+//! A store is the only source of truth for sequence numbers, memberships and
+//! dedup records. Timeline writes go through [`Store::append`], which an
+//! engine batches into group commits; an append's future resolves only after
+//! the commit holding its event is durable, and committed events are handed
+//! to the [`EventSink`] in commit order. This crate knows nothing of HTTP or
+//! sockets.
+
+pub mod embedded;
+pub mod ids;
+mod types;
+
+pub use types::*;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokenim_core::Error;
+use tokenim_proto::Event;
+
+/// Errors of a store: a protocol error to pass to the client as it is, or a
+/// failure of the engine (the client sees `unavailable` and retries).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Rejected(#[from] Error),
+    #[error("storage failure: {0}")]
+    Engine(String),
+}
+
+impl StoreError {
+    /// The error a client is told.
+    pub fn to_client(&self) -> Error {
+        match self {
+            StoreError::Rejected(e) => e.clone(),
+            StoreError::Engine(_) => Error::unavailable("storage is unavailable, retry"),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The result of [`Store::append`], one entry per request.
+pub type AppendFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = StoreResult<Vec<StoreResult<AppendOutcome>>>> + Send>,
+>;
+
+/// Receives every committed timeline event, in commit order, once the commit
+/// is durable. Called from the engine's writer: it must not block for long.
+pub trait EventSink: Send + Sync + 'static {
+    fn committed(&self, batch: Vec<Committed>);
+}
+
+/// The storage interface. Engines: embedded (fjall); PostgreSQL and MySQL
+/// come next to it without changes to the callers.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Installs the receiver of committed events (once, before serving).
+    fn set_sink(&self, sink: Arc<dyn EventSink>);
+
+    /// Whether the engine can take writes (for `/readyz`).
+    async fn ready(&self) -> bool;
+
+    // Accounts, sessions, devices.
+    async fn create_users(&self, users: Vec<NewUser>) -> StoreResult<Vec<StoreResult<User>>>;
+    async fn user(&self, user_id: &str) -> StoreResult<Option<User>>;
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
+    async fn create_session(&self, session: Session, device: Device) -> StoreResult<()>;
+    async fn session(&self, session_id: &str) -> StoreResult<Option<Session>>;
+    async fn delete_session(&self, session_id: &str) -> StoreResult<()>;
+    /// Removes a device and its sessions; answers the removed session IDs,
+    /// or `None` if the user has no such device.
+    async fn remove_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> StoreResult<Option<Vec<String>>>;
+    async fn devices(&self, user_id: &str) -> StoreResult<Vec<Device>>;
+    async fn device(&self, user_id: &str, device_id: &str) -> StoreResult<Option<Device>>;
+    /// Records `last_seen` and, when given, `synced_before = true`.
+    async fn touch_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        last_seen: i64,
+        synced: bool,
+    ) -> StoreResult<()>;
+    async fn set_push_token(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        token: Option<PushTarget>,
+    ) -> StoreResult<()>;
+
+    // Contacts and blocks.
+    async fn set_contact(&self, user_id: &str, other: &str, on: bool) -> StoreResult<()>;
+    async fn contacts(&self, user_id: &str) -> StoreResult<Vec<String>>;
+    async fn set_block(&self, user_id: &str, other: &str, on: bool) -> StoreResult<()>;
+    async fn is_blocked(&self, blocker: &str, blocked: &str) -> StoreResult<bool>;
+
+    // Conversations.
+    /// The direct conversation of two users, created if missing; `true` when
+    /// this call created it.
+    async fn open_direct(&self, a: &str, b: &str, now_ms: i64) -> StoreResult<(ConvMeta, bool)>;
+    /// Creates a group with its owner and members and its seq-1
+    /// `member_joined` event.
+    async fn create_group(&self, req: NewGroup) -> StoreResult<ConvMeta>;
+    async fn conv(&self, conv_id: &str) -> StoreResult<Option<ConvMeta>>;
+    async fn member(&self, conv_id: &str, user_id: &str) -> StoreResult<Option<Member>>;
+    /// Members in user ID order after `after`, at most `limit`.
+    async fn members_page(
+        &self,
+        conv_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Member>>;
+    /// Every member's user ID (shared, cheap to clone).
+    async fn member_ids(&self, conv_id: &str) -> StoreResult<Arc<[String]>>;
+    /// The user's conversations with the user's own member record.
+    async fn user_convs(&self, user_id: &str) -> StoreResult<Vec<(ConvMeta, Member)>>;
+    async fn set_mute(&self, conv_id: &str, user_id: &str, until: Option<i64>) -> StoreResult<()>;
+    /// Moves the user's read marker forward to `seq` (clamped to the last
+    /// seq); answers the new marker when it moved.
+    async fn set_read(&self, conv_id: &str, user_id: &str, seq: u64) -> StoreResult<Option<u64>>;
+
+    // Timeline.
+    /// Appends one event per request, in order, in as few durable commits as
+    /// the engine can. The requests are queued when this returns (so calls
+    /// made one after another commit in that order); the future resolves
+    /// after the commit holding them is durable.
+    fn append(&self, reqs: Vec<Append>) -> AppendFuture;
+    /// The dedup record of (sender, client_msg_id), if any.
+    async fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>>;
+    /// Events with `from <= seq <= to`, ascending, at most `limit`.
+    async fn events(
+        &self,
+        conv_id: &str,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>>;
+    /// Records devices' cumulative acks (never moves one back).
+    async fn record_acks(&self, acks: Vec<AckRecord>) -> StoreResult<()>;
+    async fn ack_seq(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        conv_id: &str,
+    ) -> StoreResult<Option<u64>>;
+
+    /// Finishes the writes in flight and makes everything durable.
+    async fn shutdown(&self);
+}

@@ -1,0 +1,224 @@
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokenim_proto::{Content, ConvType, Event, Role};
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub user_id: String,
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub session_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushTarget {
+    pub provider: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub user_id: String,
+    pub device_id: String,
+    pub platform: String,
+    pub last_seen: i64,
+    pub synced_before: bool,
+    #[serde(default)]
+    pub push: Option<PushTarget>,
+}
+
+/// A conversation's metadata and timeline position.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConvMeta {
+    pub conv_id: String,
+    pub ty: ConvType,
+    pub title: Option<String>,
+    pub created_at: i64,
+    pub only_admins_send: bool,
+    /// The two users of a direct conversation, in sorted order.
+    pub pair: Option<(String, String)>,
+    pub last_seq: u64,
+    /// `ts` of the last event (the creation time before the first).
+    pub last_ts: i64,
+    /// How many `message` events the timeline holds (for unread counts).
+    pub msg_count: u64,
+    pub member_count: u64,
+    #[serde(skip)]
+    pub last_event: Option<Arc<Event>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub user_id: String,
+    pub role: Role,
+    pub muted_until: Option<i64>,
+    /// The seq just before the user joined.
+    pub joined_after: u64,
+    pub read_seq: u64,
+    /// `msg_count` of the timeline at `read_seq`.
+    pub read_count: u64,
+}
+
+impl Member {
+    /// Unread messages: messages after the read marker (PROTOCOL.md 1).
+    pub fn unread(&self, conv: &ConvMeta) -> u64 {
+        conv.msg_count.saturating_sub(self.read_count)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub owner: String,
+    pub owner_device: String,
+    pub title: Option<String>,
+    /// Other members (without the owner), already deduplicated.
+    pub members: Vec<String>,
+    pub now_ms: i64,
+    pub origin: u64,
+}
+
+/// What a timeline write does.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Message {
+        content: Content,
+    },
+    Recall {
+        target_seq: u64,
+    },
+    Edit {
+        target_seq: u64,
+        content: Content,
+    },
+    AddMembers {
+        user_ids: Vec<String>,
+        max_members: u64,
+    },
+    Leave,
+    Remove {
+        user_id: String,
+    },
+    SetRole {
+        user_id: String,
+        role: Role,
+    },
+    Update {
+        title: Option<String>,
+        only_admins_send: Option<bool>,
+    },
+}
+
+/// The request kinds that share the dedup key space (rule 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    Send,
+    Recall,
+    Edit,
+}
+
+/// One timeline write, checked by the caller against the rules; the store
+/// re-checks membership and dedup atomically with the commit.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub conv_id: String,
+    pub actor: String,
+    pub actor_device: String,
+    /// Present for client requests that are deduplicated.
+    pub client_msg_id: Option<String>,
+    pub op: Op,
+    /// The connection that asked (opaque to the store), so the pusher can
+    /// skip it; 0 for HTTP.
+    pub origin: u64,
+    pub now_ms: i64,
+}
+
+impl Append {
+    pub fn request_kind(&self) -> Option<RequestKind> {
+        match self.op {
+            Op::Message { .. } => Some(RequestKind::Send),
+            Op::Recall { .. } => Some(RequestKind::Recall),
+            Op::Edit { .. } => Some(RequestKind::Edit),
+            _ => None,
+        }
+    }
+}
+
+/// What a dedup record remembers: enough to answer a repeat exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    pub conv_id: String,
+    pub kind: RequestKind,
+    pub msg_id: String,
+    pub seq: u64,
+    pub ts: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum AppendOutcome {
+    Created(Arc<Event>),
+    /// A repeat of an earlier request: its original result.
+    Duplicate(DedupRecord),
+}
+
+impl AppendOutcome {
+    pub fn msg_id(&self) -> &str {
+        match self {
+            AppendOutcome::Created(e) => &e.msg_id,
+            AppendOutcome::Duplicate(d) => &d.msg_id,
+        }
+    }
+    pub fn seq(&self) -> u64 {
+        match self {
+            AppendOutcome::Created(e) => e.seq,
+            AppendOutcome::Duplicate(d) => d.seq,
+        }
+    }
+    pub fn ts(&self) -> i64 {
+        match self {
+            AppendOutcome::Created(e) => e.ts,
+            AppendOutcome::Duplicate(d) => d.ts,
+        }
+    }
+    pub fn created(&self) -> bool {
+        matches!(self, AppendOutcome::Created(_))
+    }
+}
+
+/// A committed event as handed to the [`crate::EventSink`].
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub event: Arc<Event>,
+    pub origin: u64,
+    /// Users who became members with this event.
+    pub added: Vec<String>,
+    /// A user who stopped being a member with this event.
+    pub removed: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckRecord {
+    pub user_id: String,
+    pub device_id: String,
+    pub conv_id: String,
+    pub seq: u64,
+}

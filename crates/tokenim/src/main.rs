@@ -1,0 +1,133 @@
+//! The `tokenim` binary: `serve` runs the server; other subcommands are
+//! clients of it. Wires the crates together; holds no protocol logic.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokenim_server::Config;
+use tokenim_server::config::LogFormat;
+
+#[derive(Parser)]
+#[command(name = "tokenim", version, about = "tokenim instant-messaging server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(ServeArgs),
+}
+
+#[derive(Parser)]
+struct ServeArgs {
+    /// TOML configuration file (settings at the top level, limits under [limits]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080; env TOKENIM_LISTEN].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory [default: ./data; env TOKENIM_DATA_DIR].
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// PEM certificate chain: serve HTTPS and WSS [env TOKENIM_TLS_CERT].
+    #[arg(long)]
+    tls_cert: Option<String>,
+    /// PEM private key for --tls-cert [env TOKENIM_TLS_KEY].
+    #[arg(long)]
+    tls_key: Option<String>,
+    /// Log format: text or json [env TOKENIM_LOG_FORMAT].
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Argon2id memory cost in KiB [default: 19456].
+    #[arg(long)]
+    argon2_memory_kib: Option<String>,
+    /// Argon2id iterations [default: 2].
+    #[arg(long)]
+    argon2_iterations: Option<String>,
+    /// Bearer secret for the admin API (bulk user creation) [env TOKENIM_ADMIN_TOKEN].
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// A protocol limit, NAME=VALUE (repeatable), e.g. --limit heartbeat_ms=10000
+    /// [env TOKENIM_LIMITS_<NAME>].
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
+}
+
+impl ServeArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut cfg = Config::load(self.config.as_deref(), std::env::vars())?;
+        let flags = [
+            ("listen", &self.listen),
+            ("data_dir", &self.data_dir),
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("log_format", &self.log_format),
+            ("argon2_memory_kib", &self.argon2_memory_kib),
+            ("argon2_iterations", &self.argon2_iterations),
+            ("admin_token", &self.admin_token),
+        ];
+        for (name, v) in flags {
+            if let Some(v) = v {
+                cfg.set(name, v)
+                    .with_context(|| format!("--{}", name.replace('_', "-")))?;
+            }
+        }
+        for l in &self.limits {
+            cfg.set_limit(l).with_context(|| format!("--limit {l}"))?;
+        }
+        Ok(cfg)
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Serve(args) => rt.block_on(serve(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    init_logs(cfg.log_format);
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let store = tokenim_store::embedded::EmbeddedStore::open(&cfg.data_dir)
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    let server = tokenim_server::start(cfg, Arc::new(store)).await?;
+    let stop = server.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    server.wait().await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
