@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use tokenim_server::Config;
 use tokenim_server::config::LogFormat;
 
+mod bench;
+mod cli;
+
 #[derive(Parser)]
 #[command(name = "tokenim", version, about = "tokenim instant-messaging server")]
 struct Cli {
@@ -20,6 +23,10 @@ struct Cli {
 enum Cmd {
     /// Run the server.
     Serve(ServeArgs),
+    /// Load-test a running server.
+    Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Client(cli::ClientCmd),
 }
 
 #[derive(Parser)]
@@ -103,6 +110,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.cmd {
         Cmd::Serve(args) => rt.block_on(serve(args)),
+        Cmd::Bench(args) => rt.block_on(bench::run(args)),
+        Cmd::Client(cmd) => rt.block_on(cli::run(cmd)),
     }
 }
 
