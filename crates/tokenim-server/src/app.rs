@@ -24,6 +24,9 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::Priority;
 
+/// About how many bytes of events one `sync_result` carries at most.
+const SYNC_RESULT_BYTES: usize = 4 << 20;
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1084,6 +1087,7 @@ impl App {
         });
         let mut out = Vec::new();
         let mut has_more = false;
+        let mut budget = SYNC_RESULT_BYTES;
         for (meta, me) in convs {
             let ack = self
                 .ack_seq(&a.user_id, &a.device_id, &meta.conv_id)
@@ -1100,16 +1104,31 @@ impl App {
             if start >= meta.last_seq {
                 continue;
             }
-            if out.len() >= tokenim_core::sync::MAX_SYNC_CONVERSATIONS {
+            if out.len() >= tokenim_core::sync::MAX_SYNC_CONVERSATIONS || budget == 0 {
                 has_more = true;
                 break;
             }
-            let (from, to, more) = tokenim_core::sync::page(start, meta.last_seq, limit);
-            let events = self
+            let (from, to, mut more) = tokenim_core::sync::page(start, meta.last_seq, limit);
+            let mut events = self
                 .store
                 .events(&meta.conv_id, from + 1, to, limit as usize)
                 .await
                 .map_err(store_err)?;
+            // Keep one reply to a few MiB: cut the page where the budget
+            // runs out (at least one event), and say there is more.
+            let mut keep = 0;
+            for e in &events {
+                let size = 256 + e.content.as_ref().map_or(0, |c| c.get().len());
+                if keep > 0 && size > budget {
+                    break;
+                }
+                budget = budget.saturating_sub(size);
+                keep += 1;
+            }
+            if keep < events.len() {
+                events.truncate(keep);
+                more = true;
+            }
             has_more |= more;
             out.push(SyncConversation {
                 conv_id: meta.conv_id.clone(),

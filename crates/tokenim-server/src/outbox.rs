@@ -44,6 +44,9 @@ struct Queues {
 pub struct Outbox {
     q: Mutex<Queues>,
     notify: Notify,
+    /// Woken when the connection starts closing (so a writer blocked on a
+    /// full socket can give up).
+    closing: Notify,
 }
 
 /// What the writer takes out in one go.
@@ -75,6 +78,9 @@ impl Outbox {
         let alive = q.close.is_none();
         drop(q);
         self.notify.notify_one();
+        if !alive {
+            self.closing.notify_waiters();
+        }
         alive
     }
 
@@ -98,6 +104,18 @@ impl Outbox {
         }
         drop(q);
         self.notify.notify_one();
+        self.closing.notify_waiters();
+    }
+
+    /// Resolves once the connection is closing.
+    pub async fn wait_closing(&self) {
+        let n = self.closing.notified();
+        tokio::pin!(n);
+        n.as_mut().enable();
+        if self.is_closing() {
+            return;
+        }
+        n.await;
     }
 
     pub fn is_closing(&self) -> bool {

@@ -37,7 +37,7 @@ pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Respo
         .max_frame_size(max)
         .read_buffer_size(4096)
         .write_buffer_size(0)
-        .max_write_buffer_size(max * 4)
+        .max_write_buffer_size(64 << 20)
         .on_upgrade(move |socket| serve(app, socket))
 }
 
@@ -132,6 +132,9 @@ async fn authenticate(app: &App, socket: &mut WebSocket) -> Result<Actor, Option
         .map_err(|e| Some(error_frame(env.id, e)))
 }
 
+/// How long a closing socket may take to take its last frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 async fn write_loop(
     app: Arc<App>,
     conn: Arc<Conn>,
@@ -139,36 +142,59 @@ async fn write_loop(
 ) {
     loop {
         let d = conn.outbox.drain().await;
-        for f in d.frames {
-            if sink.feed(Message::Text(f)).await.is_err() {
-                conn.outbox.close(Close::Code(1006, "write failed"));
-                return;
-            }
-        }
-        if let Some(c) = d.close {
-            match c {
-                Close::Kick(reason) => {
-                    if reason == KickReason::SlowConsumer {
-                        app.metrics
-                            .slow_consumer_kicks
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(user_id = %conn.user_id, device_id = %conn.device_id, "slow consumer kicked");
+        let mut close = d.close;
+        if close.is_none() {
+            // Write the batch (several frames, one flush), unless the
+            // connection is told to close meanwhile: a client that does not
+            // read must not hold its writer forever.
+            let write = async {
+                for f in d.frames {
+                    sink.feed(Message::Text(f)).await?;
+                }
+                sink.flush().await
+            };
+            tokio::select! {
+                r = write => {
+                    if r.is_err() {
+                        conn.outbox.close(Close::Code(1006, "write failed"));
+                        return;
                     }
-                    let f = ServerFrame::Kicked { reason }.to_json();
-                    let _ = sink.feed(Message::Text(f.into())).await;
-                    let _ = sink.send(close_msg(4002, "kicked")).await;
+                    continue;
                 }
-                Close::Code(code, reason) => {
-                    let _ = sink.send(close_msg(code, reason)).await;
+                _ = conn.outbox.wait_closing() => {
+                    close = conn.outbox.drain().await.close;
                 }
             }
-            let _ = sink.close().await;
-            return;
+        } else {
+            for f in d.frames {
+                if sink.feed(Message::Text(f)).await.is_err() {
+                    return;
+                }
+            }
         }
-        if sink.flush().await.is_err() {
-            conn.outbox.close(Close::Code(1006, "write failed"));
-            return;
-        }
+        let Some(c) = close else { continue };
+        let last = match c {
+            Close::Kick(reason) => {
+                if reason == KickReason::SlowConsumer {
+                    app.metrics
+                        .slow_consumer_kicks
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(user_id = %conn.user_id, device_id = %conn.device_id, "slow consumer kicked");
+                }
+                let f = ServerFrame::Kicked { reason }.to_json();
+                vec![Message::Text(f.into()), close_msg(4002, "kicked")]
+            }
+            Close::Code(code, reason) => vec![close_msg(code, reason)],
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            for m in last {
+                sink.feed(m).await?;
+            }
+            sink.flush().await?;
+            sink.close().await
+        })
+        .await;
+        return;
     }
 }
 

@@ -351,6 +351,24 @@ impl Ws {
         }
     }
 
+    /// Connects with a tiny kernel receive buffer, authenticates, and then
+    /// lets the caller not read: a slow consumer.
+    pub async fn connect_slow(addr: std::net::SocketAddr, url: &str, token: &str) -> Ws {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let tcp = sock.connect(addr).await.expect("connect");
+        let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("handshake");
+        let mut ws = Ws {
+            stream,
+            backlog: Default::default(),
+        };
+        ws.send(json!({"type": "auth", "token": token})).await;
+        assert_eq!(ws.recv().await["type"], "auth_ok");
+        ws
+    }
+
     /// Connects with a TLS configuration (for TLS tests).
     pub async fn connect_tls(url: &str, tls: Arc<rustls::ClientConfig>) -> Ws {
         init_crypto();
