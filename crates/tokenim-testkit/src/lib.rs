@@ -468,6 +468,11 @@ impl Ws {
         }
     }
 
+    /// Takes the frames kept while waiting for others, oldest first.
+    pub fn take_kept(&mut self) -> Vec<Value> {
+        self.backlog.drain(..).collect()
+    }
+
     /// Drops kept frames.
     pub fn clear(&mut self) {
         self.backlog.clear();
