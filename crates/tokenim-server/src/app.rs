@@ -288,10 +288,7 @@ impl App {
             .map_err(store_err)?;
         let Some(user) = user else {
             // Same cost as a wrong password, so timing tells nothing.
-            let _ = self
-                .passwords
-                .verify(req.password, DUMMY_HASH.clone())
-                .await;
+            self.passwords.verify_nothing(req.password).await;
             return Err(Error::unauthorized("wrong username or password"));
         };
         if !self
@@ -1292,11 +1289,6 @@ fn member_info(m: Member) -> MemberInfo {
         muted_until: m.muted_until,
     }
 }
-
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3fOEN5Q+MV7m0Q3YcC/ve1nPHvHYoXFwQUjOcJ+zxlw"
-        .to_string()
-});
 
 /// Hands committed events from the store's writer to the dispatcher task.
 pub struct Dispatch(pub mpsc::Sender<Vec<Committed>>);

@@ -18,13 +18,19 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct Passwords {
     params: Params,
+    /// A hash at the configured cost, verified against for unknown users so
+    /// that a login's timing does not tell whether the username exists.
+    dummy: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 impl Passwords {
     pub fn new(memory_kib: u32, iterations: u32) -> anyhow::Result<Self> {
         let params = Params::new(memory_kib, iterations, 1, None)
             .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
-        Ok(Passwords { params })
+        Ok(Passwords {
+            params,
+            dummy: Default::default(),
+        })
     }
 
     fn argon(&self) -> Argon2<'static> {
@@ -45,6 +51,20 @@ impl Passwords {
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|_| Error::internal("password hashing failed"))
+    }
+
+    /// Spends the time of one verification, for logins of unknown users.
+    pub async fn verify_nothing(&self, password: String) {
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let hash = me
+                .dummy
+                .get_or_init(|| me.hash_now("not a password").unwrap_or_default());
+            if let Ok(h) = PasswordHash::new(hash) {
+                let _ = me.argon().verify_password(password.as_bytes(), &h);
+            }
+        })
+        .await;
     }
 
     /// Verifies on a blocking thread; `false` for a wrong password.
