@@ -191,7 +191,7 @@ mod tests {
             let mut cursor = Cursor::default();
             let mut delivered: Vec<u64> = Vec::new();
 
-            let mut sync = |cursor: &mut Cursor, delivered: &mut Vec<u64>, stored_ack: Option<u64>,
+            let sync = |cursor: &mut Cursor, delivered: &mut Vec<u64>, stored_ack: Option<u64>,
                             synced_before: bool, last_seq: u64, limit: u64, with_cursor: bool| {
                 let mut after = start_after(StartFacts {
                     cursor: with_cursor.then_some(cursor.seq),

@@ -27,12 +27,14 @@ pub fn init_crypto() {
 
 /// A configuration for tests: port 0, cheap Argon2, generous rate limits.
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().expect("valid");
-    c.data_dir = data_dir.to_path_buf();
-    c.argon2_memory_kib = 8;
-    c.argon2_iterations = 1;
-    c.admin_token = Some("test-admin".into());
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().expect("valid"),
+        data_dir: data_dir.to_path_buf(),
+        argon2_memory_kib: 8,
+        argon2_iterations: 1,
+        admin_token: Some("test-admin".into()),
+        ..Config::default()
+    };
     c.limits.login_rate_per_min = 100_000;
     c.limits.login_burst = 100_000;
     c.limits.send_rate_per_sec = 100_000;
