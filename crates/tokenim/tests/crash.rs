@@ -10,22 +10,28 @@ use tokenim_testkit::{Http, Ws, init_crypto};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Starts `tokenim serve` and waits for its "listening" log line.
+/// Starts `tokenim serve` and waits for its "listening" log line (logs go
+/// to standard output).
 async fn spawn(dir: &std::path::Path, port: u16) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokenim"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(dir)
         .args(["--argon2-memory-kib", "8", "--argon2-iterations", "1"])
-        .args(["--limit", "send_rate_per_sec=100000", "--limit", "send_burst=100000"])
+        .args([
+            "--limit",
+            "send_rate_per_sec=100000",
+            "--limit",
+            "send_burst=100000",
+        ])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn tokenim");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let ready = tokio::time::timeout(tokenim_testkit::WAIT, async {
         while let Some(l) = lines.next_line().await.expect("read log") {
             if l.contains("listening") {
@@ -73,9 +79,11 @@ async fn sigkill_loses_no_acked_message() {
     const N: usize = 400;
     let mut ws = Ws::connect_auth(&ws_url, a.token()).await;
     for i in 0..N {
-        ws.send(json!({"type": "send", "id": i, "conv_id": conv, "client_msg_id": format!("c{i}"),
-                       "content": {"type": "text", "text": format!("msg {i}")}}))
-            .await;
+        ws.send(
+            json!({"type": "send", "id": i, "conv_id": conv, "client_msg_id": format!("c{i}"),
+                       "content": {"type": "text", "text": format!("msg {i}")}}),
+        )
+        .await;
     }
     // Collect acks until half are in, then kill with the rest in flight.
     let mut acked = std::collections::BTreeMap::new();
@@ -94,14 +102,21 @@ async fn sigkill_loses_no_acked_message() {
 
     // Every acked message is there once, in send order, gap-free.
     let hist = a
-        .get(&format!("/v1/conversations/{conv}/events?after_seq=0&limit=500"))
+        .get(&format!(
+            "/v1/conversations/{conv}/events?after_seq=0&limit=500"
+        ))
         .await;
     let events = hist.body["events"].as_array().unwrap().clone();
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["seq"], i as u64 + 1, "gap-free");
         assert_eq!(e["client_msg_id"], format!("c{i}"), "in send order, once");
     }
-    assert!(events.len() >= acked.len(), "{} stored < {} acked", events.len(), acked.len());
+    assert!(
+        events.len() >= acked.len(),
+        "{} stored < {} acked",
+        events.len(),
+        acked.len()
+    );
     for (i, ack) in &acked {
         let e = &events[*i as usize];
         assert_eq!(e["msg_id"], ack["msg_id"]);
@@ -112,9 +127,11 @@ async fn sigkill_loses_no_acked_message() {
     // exactly once in the timeline, and the original acks come back.
     let mut ws = Ws::connect_auth(&ws_url, a.token()).await;
     for i in 0..N {
-        ws.send(json!({"type": "send", "id": i, "conv_id": conv, "client_msg_id": format!("c{i}"),
-                       "content": {"type": "text", "text": "resent"}}))
-            .await;
+        ws.send(
+            json!({"type": "send", "id": i, "conv_id": conv, "client_msg_id": format!("c{i}"),
+                       "content": {"type": "text", "text": "resent"}}),
+        )
+        .await;
     }
     for _ in 0..N {
         let v = ws.expect("send_ack").await;
@@ -126,14 +143,19 @@ async fn sigkill_loses_no_acked_message() {
         assert_eq!(v["seq"], i + 1, "resends keep the send order");
     }
     let hist = a
-        .get(&format!("/v1/conversations/{conv}/events?after_seq=0&limit=500"))
+        .get(&format!(
+            "/v1/conversations/{conv}/events?after_seq=0&limit=500"
+        ))
         .await;
     let events = hist.body["events"].as_array().unwrap();
     assert_eq!(events.len(), N);
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["client_msg_id"], format!("c{i}"));
         if i < acked.len() {
-            assert_ne!(e["content"]["text"], "resent", "a resend never replaces the original");
+            assert_ne!(
+                e["content"]["text"], "resent",
+                "a resend never replaces the original"
+            );
         }
     }
     // SIGTERM: a graceful stop that exits 0.
