@@ -74,6 +74,36 @@ impl State {
         }
     }
 
+    /// `apply(&Change::Conv(meta))` without a copy.
+    pub fn put_conv(&mut self, meta: ConvMeta) {
+        if let Some(pair) = &meta.pair {
+            self.direct.insert(pair.clone(), meta.conv_id.clone());
+        }
+        match self.convs.get_mut(&meta.conv_id) {
+            Some(c) => c.meta = meta,
+            None => {
+                let id = meta.conv_id.clone();
+                self.convs.insert(
+                    id,
+                    ConvState {
+                        meta,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+
+    /// `apply(&Change::Member(conv, m))` without a copy.
+    pub fn put_member(&mut self, conv: String, m: Member) {
+        let c = self.convs.entry(conv.clone()).or_default();
+        let user = m.user_id.clone();
+        if c.members.insert(user.clone(), m).is_none() {
+            self.dirty.insert(conv.clone());
+            self.user_convs.entry(user).or_default().insert(conv);
+        }
+    }
+
     pub fn apply(&mut self, c: &Change) {
         match c {
             Change::User(u) => {

@@ -1,6 +1,6 @@
 //! The single writer of the embedded engine: group commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -73,7 +73,11 @@ fn hold<T: Send + 'static>(reply: Reply<T>, result: StoreResult<T>) -> Pending {
 struct Batch {
     fj: fjall::OwnedWriteBatch,
     changes: Vec<Change>,
-    events: HashMap<(String, u64), (u64, Event)>,
+    /// Conversations and members changed in this batch: written and
+    /// published once per batch, however many events touched them.
+    dirty_convs: HashSet<String>,
+    dirty_members: HashSet<(String, String)>,
+    events: HashMap<(String, u64), (u64, Arc<Event>)>,
     dedup: HashMap<(String, String), DedupRecord>,
     committed: Vec<Committed>,
     pending: Vec<Pending>,
@@ -104,6 +108,8 @@ impl Writer {
         let mut b = Batch {
             fj: self.disk.db.batch(),
             changes: Vec::new(),
+            dirty_convs: HashSet::new(),
+            dirty_members: HashSet::new(),
             events: HashMap::new(),
             dedup: HashMap::new(),
             committed: Vec::new(),
@@ -118,6 +124,7 @@ impl Writer {
             }
             self.job(&mut b, job);
         }
+        self.coalesced(&mut b);
         self.work.settle();
         let result = if b.changes.is_empty() && b.events.is_empty() && b.dedup.is_empty() {
             Ok(())
@@ -157,9 +164,49 @@ impl Writer {
     }
 
     fn change(&mut self, b: &mut Batch, c: Change) {
-        self.disk.write(&mut b.fj, &c);
-        self.work.apply(&c);
-        b.changes.push(c);
+        match c {
+            Change::Conv(meta) => {
+                b.dirty_convs.insert(meta.conv_id.clone());
+                self.work.put_conv(meta);
+            }
+            Change::Member(conv, m) => {
+                b.dirty_members.insert((conv.clone(), m.user_id.clone()));
+                self.work.put_member(conv, m);
+            }
+            Change::DelMember(conv, user) => {
+                let c = Change::DelMember(conv, user);
+                self.work.apply(&c);
+                if let Change::DelMember(conv, user) = c {
+                    b.dirty_members.insert((conv, user));
+                }
+            }
+            c => {
+                self.disk.write(&mut b.fj, &c);
+                self.work.apply(&c);
+                b.changes.push(c);
+            }
+        }
+    }
+
+    /// Writes the final state of the conversations and members this batch
+    /// changed, once each.
+    fn coalesced(&mut self, b: &mut Batch) {
+        for id in b.dirty_convs.drain() {
+            if let Some(c) = self.work.convs.get(&id) {
+                let ch = Change::Conv(c.meta.clone());
+                self.disk.write(&mut b.fj, &ch);
+                b.changes.push(ch);
+            }
+        }
+        for (conv, user) in b.dirty_members.drain() {
+            let m = self.work.convs.get(&conv).and_then(|c| c.members.get(&user));
+            let ch = match m {
+                Some(m) => Change::Member(conv, m.clone()),
+                None => Change::DelMember(conv, user),
+            };
+            self.disk.write(&mut b.fj, &ch);
+            b.changes.push(ch);
+        }
     }
 
     fn job(&mut self, b: &mut Batch, job: Job) {
@@ -411,8 +458,8 @@ impl Writer {
     }
 
     fn event(&self, b: &Batch, conv: &str, seq: u64) -> StoreResult<Option<(u64, Event)>> {
-        if let Some(e) = b.events.get(&(conv.to_owned(), seq)) {
-            return Ok(Some(e.clone()));
+        if let Some((count, e)) = b.events.get(&(conv.to_owned(), seq)) {
+            return Ok(Some((*count, (**e).clone())));
         }
         self.disk.event(conv, seq)
     }
@@ -497,7 +544,7 @@ impl Writer {
                     encode_event(count, &target),
                 );
                 b.events
-                    .insert((a.conv_id.clone(), *target_seq), (count, target));
+                    .insert((a.conv_id.clone(), *target_seq), (count, Arc::new(target)));
                 (k, body)
             }
             Op::AddMembers {
@@ -612,6 +659,7 @@ impl Writer {
             event_key(&a.conv_id, seq),
             encode_event(meta.msg_count, &event),
         );
+        let event = Arc::new(event);
         b.events
             .insert((a.conv_id.clone(), seq), (meta.msg_count, event.clone()));
         if let (Some(cmid), Some(kind)) = (&a.client_msg_id, kind) {
@@ -629,7 +677,6 @@ impl Writer {
             );
             b.dedup.insert((a.actor.clone(), cmid.clone()), rec);
         }
-        let event = Arc::new(event);
         meta.last_seq = seq;
         meta.last_ts = ts;
         meta.last_event = Some(event.clone());
