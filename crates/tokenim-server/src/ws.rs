@@ -35,7 +35,7 @@ pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Respo
     let max = app.limits.max_frame_bytes as usize;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(4096)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(64 << 20)
         .on_upgrade(move |socket| serve(app, socket))
