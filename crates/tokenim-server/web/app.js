@@ -148,7 +148,7 @@
   }
 
   function fmtTime(ts) {
-    return new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    return new Date(ts).toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
   }
 
   function fmtListTime(ts) {
@@ -280,7 +280,8 @@
     if (o.last_event && (!c.lastEvent || o.last_event.seq >= c.lastEvent.seq)) c.lastEvent = o.last_event;
     if (o.created_at) c.created_at = o.created_at;
     c.only_admins_send = !!o.only_admins_send;
-    for (const m of c.members) if (m.user_id !== myId()) ensureUser(m.user_id);
+    // direct peers now; group members lazily, when a name is shown
+    if (c.type === 'direct') for (const m of c.members) if (m.user_id !== myId()) ensureUser(m.user_id);
     return c;
   }
 
@@ -327,9 +328,10 @@
     return '…';
   }
 
-  function whoName(id) {
-    return id === myId() ? 'You' : userName(id);
+  function whoName(id, mid) {
+    return id === myId() ? (mid ? 'you' : 'You') : userName(id);
   }
+  const whoMid = (id) => whoName(id, true);
 
   function convTitle(c) {
     if (c.type === 'direct') {
@@ -796,6 +798,8 @@
     for (const p of S.pending.values()) if (p.reject) p.reject(new ApiError(0, 'network', 'disconnected'));
     S.pending.clear();
     for (const c of S.convs.values()) c.typing.clear();
+    S.presence.clear(); // unknown while offline; presence_sub refreshes it
+    invalidate();
     if (!S.session) return;
     if (code === 4001) {
       sessionEnded('Your session has ended. Please sign in again.');
@@ -818,6 +822,12 @@
 
   function reconnectNow() {
     if (!S.session || S.ws) return;
+    S.attempt = 0;
+    connect();
+  }
+
+  function useHere() {
+    S.noReconnect = false;
     S.attempt = 0;
     connect();
   }
@@ -1191,16 +1201,16 @@
       case 'member_joined': {
         const ids = (c.user_ids || []).filter((u) => u !== c.by);
         if (!ids.length) return `${whoName(c.by)} created the group`;
-        const names = ids.map(whoName).join(', ');
+        const names = ids.map(whoMid).join(', ');
         if (c.by && !(c.user_ids || []).includes(c.by)) return `${whoName(c.by)} added ${names}`;
         return `${whoName(c.by)} created the group with ${names}`;
       }
       case 'member_left':
         return `${whoName(c.user_id)} left`;
       case 'member_removed':
-        return `${whoName(c.by)} removed ${whoName(c.user_id)}`;
+        return `${whoName(c.by)} removed ${whoMid(c.user_id)}`;
       case 'role_changed':
-        return `${whoName(c.by)} made ${whoName(c.user_id)} ${c.role === 'admin' ? 'an admin' : 'a member'}`;
+        return `${whoName(c.by)} made ${whoMid(c.user_id)} ${c.role === 'admin' ? 'an admin' : 'a member'}`;
       case 'conv_updated':
         if ('title' in c) return `${whoName(c.by)} renamed the group to “${c.title ?? ''}”`;
         if ('only_admins_send' in c) return c.only_admins_send ? 'Only admins can send messages now' : 'Everyone can send messages now';
@@ -1339,6 +1349,8 @@
       else ul.insertBefore(n, cur);
     }
     $('#conv-empty').hidden = !(S.listLoaded && convs.length === 0);
+    const total = convs.reduce((n, c) => n + (c.unread > 0 ? c.unread : 0), 0);
+    document.title = total ? `(${total > 99 ? '99+' : total}) tokenim` : 'tokenim';
   }
 
   function closeChat() {
@@ -1493,8 +1505,9 @@
     let anchor = null;
     if (!atBottom && !S.stickBottom) {
       for (const el of list.children) {
-        if (el.offsetTop + el.offsetHeight > box.scrollTop) {
-          anchor = { el, off: el.offsetTop - box.scrollTop };
+        // anchor on a message (day separators move when older ones arrive)
+        if (el.dataset.seq && el.offsetTop + el.offsetHeight > box.scrollTop) {
+          anchor = { key: el.dataset.key, off: el.offsetTop - box.scrollTop };
           break;
         }
       }
@@ -1537,8 +1550,8 @@
     if (S.stickBottom || atBottom) {
       box.scrollTop = box.scrollHeight;
       S.stickBottom = false;
-    } else if (anchor && anchor.el.isConnected) {
-      box.scrollTop = anchor.el.offsetTop - anchor.off;
+    } else if (anchor && S.msgEls.get(anchor.key)) {
+      box.scrollTop = S.msgEls.get(anchor.key).offsetTop - anchor.off;
     }
     // not enough to scroll yet: load older history right away
     if (c.hasOlder && !c.loadingHist && !c.histError && box.scrollHeight <= box.clientHeight + 40) loadHistory(c, true);
@@ -1549,6 +1562,7 @@
     if (old && old._sig === sig) return old;
     const el = make();
     el._sig = sig;
+    el.dataset.key = key;
     if (old) old.replaceWith(el);
     S.msgEls.set(key, el);
     return el;
@@ -1605,6 +1619,13 @@
         showMenu(btn, c, it);
       });
       row.append(btn);
+      row.classList.add('has-actions');
+      // touch screens: tap the bubble (no hover button there)
+      bubble.addEventListener('click', (e) => {
+        if (!window.matchMedia('(hover: none)').matches || e.target.closest('a')) return;
+        e.stopPropagation();
+        showMenu(bubble, c, it);
+      });
     }
     return row;
   }
@@ -1915,6 +1936,7 @@
     $('#login-view').hidden = false;
     document.body.classList.remove('chat-open');
     document.body.dataset.view = 'login';
+    document.title = 'tokenim';
     setAuthMode('login');
     if (message) $('#auth-error').textContent = message;
     setTimeout(() => $('#auth-username').focus(), 0);
@@ -2024,11 +2046,8 @@
       else closeChat();
     });
     $('#conn-banner-btn').addEventListener('click', () => {
-      if (S.conn === 'replaced') {
-        S.noReconnect = false;
-        S.attempt = 0;
-        connect();
-      } else reconnectNow();
+      if (S.conn === 'replaced') useHere();
+      else reconnectNow();
     });
 
     $('#composer').addEventListener('submit', (e) => {
@@ -2131,6 +2150,9 @@
     });
     window.addEventListener('hashchange', applyRoute);
     document.addEventListener('visibilitychange', () => {
+      // a tab paused because another tab of this browser took the device's
+      // socket takes it back when the user comes back to it
+      if (document.visibilityState === 'visible' && S.conn === 'replaced') useHere();
       const c = S.convs.get(S.openId);
       if (c) maybeSendRead(c);
       invalidate();
