@@ -1251,11 +1251,7 @@ impl App {
                     self.hub.to_user(u, c.origin, Priority::Event, &f);
                 }
             }
-            let frame: Utf8Bytes = ServerFrame::Event {
-                event: (**e).clone(),
-            }
-            .to_json()
-            .into();
+            let frame: Utf8Bytes = event_frame(e).into();
             match self.store.member_ids(&e.conv_id).await {
                 Ok(ids) => self.hub.to_members(&ids, c.origin, Priority::Event, &frame),
                 Err(err) => tracing::error!(error = %err, "push skipped: members unreadable"),
@@ -1273,6 +1269,23 @@ impl App {
             }
         }
     }
+}
+
+/// `{"type":"event","event":{...}}`, serialized once per event for every
+/// recipient (the same text as `ServerFrame::Event`, without copying the
+/// event).
+fn event_frame(e: &Event) -> String {
+    #[derive(serde::Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        ty: &'static str,
+        event: &'a Event,
+    }
+    serde_json::to_string(&Frame {
+        ty: "event",
+        event: e,
+    })
+    .expect("events serialize")
 }
 
 fn facts(m: &Member) -> MemberFacts {
@@ -1300,5 +1313,31 @@ impl EventSink for Dispatch {
         if self.0.blocking_send(batch).is_err() {
             tracing::warn!("dispatcher gone; committed events not pushed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_frame_matches_the_protocol_type() {
+        let e = Event {
+            conv_id: "c_1".into(),
+            seq: 7,
+            msg_id: "m_1".into(),
+            ts: 5,
+            sender: "u_1".into(),
+            sender_device: "d".into(),
+            kind: EventKind::Message,
+            client_msg_id: Some("x".into()),
+            content: Some(
+                serde_json::value::RawValue::from_string(r#"{"type":"text"}"#.into()).unwrap(),
+            ),
+            recalled: false,
+            edited: false,
+        };
+        let want = ServerFrame::Event { event: e.clone() }.to_json();
+        assert_eq!(event_frame(&e), want);
     }
 }
