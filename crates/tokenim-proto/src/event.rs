@@ -51,9 +51,43 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
     /// `None` (JSON `null`) once the event was recalled.
+    #[serde(deserialize_with = "content_any")]
     pub content: Option<Content>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub recalled: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub edited: bool,
+}
+
+/// Reads `content` through a `Value`, so that an `Event` also deserializes
+/// inside buffered (internally tagged) enums such as `ServerFrame`, where a
+/// `RawValue` cannot be read directly. (The server reads its stored events
+/// with its own raw record type and does not pay for this.)
+fn content_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Content>, D::Error> {
+    let v: Option<serde_json::Value> = Option::deserialize(d)?;
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => RawValue::from_string(v.to_string())
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ServerFrame;
+
+    #[test]
+    fn server_frames_with_events_read_back() {
+        let text = r#"{"type":"event","event":{"conv_id":"c","seq":1,"msg_id":"m","ts":1,
+            "sender":"u","sender_device":"d","kind":"message","content":{"type":"text","text":"hi"}}}"#;
+        let f: ServerFrame = serde_json::from_str(text).unwrap();
+        let ServerFrame::Event { event } = f else {
+            panic!("not an event frame")
+        };
+        assert_eq!(event.content.unwrap().get(), r#"{"text":"hi","type":"text"}"#);
+        let recalled = text.replace(r#"{"type":"text","text":"hi"}"#, "null");
+        let f: ServerFrame = serde_json::from_str(&recalled).unwrap();
+        assert!(matches!(f, ServerFrame::Event { event } if event.content.is_none()));
+    }
 }

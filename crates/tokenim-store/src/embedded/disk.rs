@@ -60,12 +60,45 @@ pub(crate) fn encode_event(msg_count: u64, e: &Event) -> Vec<u8> {
     v
 }
 
+/// An event as read from disk: like [`Event`], with the content taken as
+/// raw JSON (no re-parsing).
+#[derive(serde::Deserialize)]
+struct StoredEvent {
+    conv_id: String,
+    seq: u64,
+    msg_id: String,
+    ts: i64,
+    sender: String,
+    sender_device: String,
+    kind: tokenim_proto::EventKind,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+    content: Option<tokenim_proto::Content>,
+    #[serde(default)]
+    recalled: bool,
+    #[serde(default)]
+    edited: bool,
+}
+
 pub(crate) fn decode_event(v: &[u8]) -> StoreResult<(u64, Event)> {
     if v.len() < 8 {
         return Err(engine("corrupt event record"));
     }
     let count = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-    let e = serde_json::from_slice(&v[8..]).map_err(engine)?;
+    let e: StoredEvent = serde_json::from_slice(&v[8..]).map_err(engine)?;
+    let e = Event {
+        conv_id: e.conv_id,
+        seq: e.seq,
+        msg_id: e.msg_id,
+        ts: e.ts,
+        sender: e.sender,
+        sender_device: e.sender_device,
+        kind: e.kind,
+        client_msg_id: e.client_msg_id,
+        content: e.content,
+        recalled: e.recalled,
+        edited: e.edited,
+    };
     Ok((count, e))
 }
 
