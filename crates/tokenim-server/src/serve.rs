@@ -73,12 +73,23 @@ fn tls_acceptor(cfg: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(sc))))
 }
 
+/// Binds with a deep accept backlog (the default of 128 overflows when
+/// thousands of clients reconnect at once; the kernel caps it at somaxconn).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(65_535)
+}
+
 /// Opens the store, binds, and serves until stopped.
 pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server> {
     let tls = tls_acceptor(&cfg)?;
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
+    let listener = bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let app = App::new(cfg, store.clone())?;
 

@@ -36,7 +36,9 @@ pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Respo
     ws.max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(512)
-        .write_buffer_size(0)
+        // Frames queue in the write buffer and go out in one write per
+        // flush (a batch of frames); an idle socket's buffer stays tiny.
+        .write_buffer_size(32 * 1024)
         .max_write_buffer_size(64 << 20)
         .on_upgrade(move |socket| serve(app, socket))
 }
