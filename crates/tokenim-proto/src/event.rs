@@ -85,7 +85,10 @@ mod tests {
         let ServerFrame::Event { event } = f else {
             panic!("not an event frame")
         };
-        assert_eq!(event.content.unwrap().get(), r#"{"text":"hi","type":"text"}"#);
+        assert_eq!(
+            event.content.unwrap().get(),
+            r#"{"text":"hi","type":"text"}"#
+        );
         let recalled = text.replace(r#"{"type":"text","text":"hi"}"#, "null");
         let f: ServerFrame = serde_json::from_str(&recalled).unwrap();
         assert!(matches!(f, ServerFrame::Event { event } if event.content.is_none()));

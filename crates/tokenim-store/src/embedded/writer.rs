@@ -199,7 +199,11 @@ impl Writer {
             }
         }
         for (conv, user) in b.dirty_members.drain() {
-            let m = self.work.convs.get(&conv).and_then(|c| c.members.get(&user));
+            let m = self
+                .work
+                .convs
+                .get(&conv)
+                .and_then(|c| c.members.get(&user));
             let ch = match m {
                 Some(m) => Change::Member(conv, m.clone()),
                 None => Change::DelMember(conv, user),
