@@ -18,7 +18,11 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const BIN = process.env.TOKENIM_BIN || path.join(ROOT, 'target', 'debug', 'tokenim');
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const WEB_DIR = path.join(ROOT, 'crates', 'tokenim-server', 'web');
-const SHOTS = path.join(ROOT, 'docs', 'screenshots');
+// Screenshots go to a temporary folder unless SCREENSHOT_DIR says where
+// (`SCREENSHOT_DIR=docs/screenshots tests/web/run.sh` refreshes the docs).
+const SHOTS = process.env.SCREENSHOT_DIR
+  ? path.resolve(ROOT, process.env.SCREENSHOT_DIR)
+  : fs.mkdtempSync(path.join(os.tmpdir(), 'tokenim-shots-'));
 const PASSWORD = 'correct-horse-9';
 const T = 15000; // ordinary UI wait
 const T_RECONNECT = 45000; // reconnect waits (backoff grows while the server is down)

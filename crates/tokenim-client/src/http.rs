@@ -293,17 +293,7 @@ impl Client {
 }
 
 fn code_for_status(s: StatusCode) -> ErrorCode {
-    match s.as_u16() {
-        400 => ErrorCode::BadRequest,
-        401 => ErrorCode::Unauthorized,
-        403 => ErrorCode::Forbidden,
-        404 => ErrorCode::NotFound,
-        409 => ErrorCode::Conflict,
-        413 => ErrorCode::TooLarge,
-        429 => ErrorCode::RateLimited,
-        503 => ErrorCode::Unavailable,
-        _ => ErrorCode::Internal,
-    }
+    ErrorCode::from_http_status(s.as_u16()).unwrap_or(ErrorCode::Internal)
 }
 
 /// Which events of a conversation [`Session::history`] returns.

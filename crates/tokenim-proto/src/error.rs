@@ -46,6 +46,23 @@ impl ErrorCode {
         }
     }
 
+    /// The code an HTTP status stands for, where the table of section 5 has
+    /// one (the inverse of [`ErrorCode::http_status`]).
+    pub fn from_http_status(status: u16) -> Option<ErrorCode> {
+        Some(match status {
+            400 => ErrorCode::BadRequest,
+            401 => ErrorCode::Unauthorized,
+            403 => ErrorCode::Forbidden,
+            404 => ErrorCode::NotFound,
+            409 => ErrorCode::Conflict,
+            413 => ErrorCode::TooLarge,
+            429 => ErrorCode::RateLimited,
+            503 => ErrorCode::Unavailable,
+            500 => ErrorCode::Internal,
+            _ => return None,
+        })
+    }
+
     /// Whether a client may retry the same request unchanged.
     pub fn retryable(self) -> bool {
         matches!(self, ErrorCode::RateLimited | ErrorCode::Unavailable)

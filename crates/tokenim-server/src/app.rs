@@ -510,9 +510,7 @@ impl App {
                     for u in [&a.user_id, &peer] {
                         let (m2, mine) = self.membership(&meta.conv_id, u).await?;
                         let obj = self.conv_object(&m2, &mine).await?;
-                        let f: Utf8Bytes = ServerFrame::ConvAdded { conversation: obj }
-                            .to_json()
-                            .into();
+                        let f = wire(ServerFrame::ConvAdded { conversation: obj });
                         self.hub.to_user(u, a.conn, Priority::Event, &f);
                         if a.user_id == peer {
                             break;
@@ -924,13 +922,11 @@ impl App {
         let Some(read_seq) = moved else {
             return Ok(());
         };
-        let f: Utf8Bytes = ServerFrame::Receipt {
+        let f = wire(ServerFrame::Receipt {
             conv_id: conv_id.to_owned(),
             user_id: a.user_id.clone(),
             read_seq,
-        }
-        .to_json()
-        .into();
+        });
         if meta.member_count <= self.limits.receipt_group_max {
             let ids = self.store.member_ids(conv_id).await.map_err(store_err)?;
             self.hub.to_members(&ids, a.conn, Priority::Event, &f);
@@ -1003,13 +999,11 @@ impl App {
         if senders.is_empty() {
             return Ok(());
         }
-        let f: Utf8Bytes = ServerFrame::Delivered {
+        let f = wire(ServerFrame::Delivered {
             conv_id: conv_id.to_owned(),
             user_id: a.user_id.clone(),
             seq,
-        }
-        .to_json()
-        .into();
+        });
         for s in senders {
             self.hub.to_user(s, 0, Priority::Event, &f);
         }
@@ -1156,12 +1150,10 @@ impl App {
         }
         let ids = self.store.member_ids(conv_id).await.map_err(store_err)?;
         let others: Vec<String> = ids.iter().filter(|u| **u != a.user_id).cloned().collect();
-        let f: Utf8Bytes = ServerFrame::Typing {
+        let f = wire(ServerFrame::Typing {
             conv_id: conv_id.to_owned(),
             user_id: a.user_id.clone(),
-        }
-        .to_json()
-        .into();
+        });
         self.hub
             .to_members(&others, a.conn, Priority::Ephemeral, &f);
         Ok(())
@@ -1245,9 +1237,7 @@ impl App {
                 if let Ok((meta, me)) = self.membership(&e.conv_id, u).await
                     && let Ok(obj) = self.conv_object(&meta, &me).await
                 {
-                    let f: Utf8Bytes = ServerFrame::ConvAdded { conversation: obj }
-                        .to_json()
-                        .into();
+                    let f = wire(ServerFrame::ConvAdded { conversation: obj });
                     self.hub.to_user(u, c.origin, Priority::Event, &f);
                 }
             }
@@ -1257,11 +1247,9 @@ impl App {
                 Err(err) => tracing::error!(error = %err, "push skipped: members unreadable"),
             }
             if let Some(u) = &c.removed {
-                let f: Utf8Bytes = ServerFrame::ConvRemoved {
+                let f = wire(ServerFrame::ConvRemoved {
                     conv_id: e.conv_id.clone(),
-                }
-                .to_json()
-                .into();
+                });
                 self.hub.to_user(u, 0, Priority::Event, &f);
                 self.delivered
                     .lock()
@@ -1286,6 +1274,11 @@ fn event_frame(e: &Event) -> String {
         event: e,
     })
     .expect("events serialize")
+}
+
+/// A frame as the text every recipient's outbox shares.
+fn wire(f: ServerFrame) -> Utf8Bytes {
+    f.to_json().into()
 }
 
 fn facts(m: &Member) -> MemberFacts {

@@ -171,17 +171,11 @@ async fn json_errors(State(app): State<Arc<App>>, req: Request, next: Next) -> R
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if (s.is_client_error() || s.is_server_error()) && !is_json && !is_ws {
-        let code = match s.as_u16() {
-            401 => ErrorCode::Unauthorized,
-            403 => ErrorCode::Forbidden,
-            404 => ErrorCode::NotFound,
-            409 => ErrorCode::Conflict,
-            413 => ErrorCode::TooLarge,
-            429 => ErrorCode::RateLimited,
-            503 => ErrorCode::Unavailable,
-            500..=599 => ErrorCode::Internal,
-            _ => ErrorCode::BadRequest,
-        };
+        let code = ErrorCode::from_http_status(s.as_u16()).unwrap_or(if s.is_server_error() {
+            ErrorCode::Internal
+        } else {
+            ErrorCode::BadRequest
+        });
         let msg = s.canonical_reason().unwrap_or("error").to_lowercase();
         let mut out = ApiError(Error::new(code, msg)).into_response();
         *out.status_mut() = s;
