@@ -133,9 +133,15 @@ impl Outbox {
                     frames.extend(q.control.drain(..));
                     frames.extend(q.events.drain(..));
                     frames.extend(q.ephemeral.drain(..));
-                    if n == 0 || q.close.is_some() {
-                        q.control.shrink_to_fit();
+                    // The queues are empty now: give back what a burst grew
+                    // (an idle socket keeps almost nothing).
+                    if q.close.is_some() || q.events.capacity() > 64 {
                         q.events.shrink_to_fit();
+                    }
+                    if q.close.is_some() || q.control.capacity() > 64 {
+                        q.control.shrink_to_fit();
+                    }
+                    if q.close.is_some() {
                         q.ephemeral.shrink_to_fit();
                     }
                     return Drained {
