@@ -88,6 +88,12 @@ async fn serve(app: Arc<App>, mut socket: WebSocket) {
     if app.hub.register(&conn) == PresenceChange::Online {
         app.hub.announce(&actor.user_id, true, now_ms());
     }
+    // Unregisters however this task ends (also if it were to panic), so the
+    // hub never keeps a dead socket.
+    let _registered = Registered {
+        app: app.clone(),
+        conn: conn.clone(),
+    };
     let _ = app
         .store
         .touch_device(&actor.user_id, &actor.device_id, now_ms(), false)
@@ -97,14 +103,25 @@ async fn serve(app: Arc<App>, mut socket: WebSocket) {
     let writer = tokio::spawn(write_loop(app.clone(), conn.clone(), sink));
     read_loop(&app, &actor, &conn, stream, writer).await;
 
-    let now = now_ms();
-    if app.hub.unregister(&conn, now) == PresenceChange::Offline {
-        app.hub.announce(&actor.user_id, false, now);
-    }
     let _ = app
         .store
-        .touch_device(&actor.user_id, &actor.device_id, now, false)
+        .touch_device(&actor.user_id, &actor.device_id, now_ms(), false)
         .await;
+}
+
+/// A socket's place in the hub, given back on drop.
+struct Registered {
+    app: Arc<App>,
+    conn: Arc<Conn>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let now = now_ms();
+        if self.app.hub.unregister(&self.conn, now) == PresenceChange::Offline {
+            self.app.hub.announce(&self.conn.user_id, false, now);
+        }
+    }
 }
 
 /// Reads the first frame: it must be a valid `auth`.
