@@ -60,7 +60,7 @@ fn error_frame(id: Option<RequestId>, e: Error) -> ServerFrame {
 }
 
 async fn serve(app: Arc<App>, mut socket: WebSocket) {
-    let actor = match authenticate(&app, &mut socket).await {
+    let actor = match Box::pin(authenticate(&app, &mut socket)).await {
         Ok(a) => a,
         Err(frame) => {
             if let Some(f) = frame {
@@ -258,7 +258,9 @@ async fn read_loop(
                     }
                     Some(Ok(Message::Text(t))) => {
                         app.metrics.ws_frames_in.fetch_add(1, Ordering::Relaxed);
-                        if let Some(r) = handle(app, actor, conn, &t).await {
+                        // Boxed: a request's state lives only while it is handled,
+                        // not in every idle socket's task.
+                        if let Some(r) = Box::pin(handle(app, actor, conn, &t)).await {
                             in_flight.push_back(r);
                         }
                     }
