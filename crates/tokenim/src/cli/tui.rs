@@ -520,8 +520,11 @@ impl ChatState {
         match self.convs.iter_mut().find(|c| c.conv_id == e.conv_id) {
             None => fx.unknown_conv = true,
             Some(c) => {
+                // Events up to the listed last_seq are already in the
+                // listed unread count (the first sync replays them).
+                let news = e.seq > c.last_seq;
                 c.last_seq = c.last_seq.max(e.seq);
-                if !is_open && e.sender != self.me && e.kind == EventKind::Message {
+                if news && !is_open && e.sender != self.me && e.kind == EventKind::Message {
                     c.unread += 1;
                 }
             }
@@ -901,6 +904,22 @@ mod tests {
             st.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
             Some(Action::Quit)
         );
+    }
+
+    #[test]
+    fn replayed_events_are_not_counted_unread_twice() {
+        let mut st = ChatState::new("u_a", "alice");
+        st.upsert_conv(ConvItem {
+            conv_id: "c1".into(),
+            title: "bob".into(),
+            unread: 1,
+            last_seq: 1,
+        });
+        // The first sync hands over seq 1 again: still one unread.
+        st.on_event(&text_event("c1", 1, "u_b", "hi", None));
+        assert_eq!(st.convs[0].unread, 1);
+        st.on_event(&text_event("c1", 2, "u_b", "again", None));
+        assert_eq!(st.convs[0].unread, 2);
     }
 
     #[test]
