@@ -437,15 +437,7 @@ impl Actor {
             self.send_due(ws).await?;
             let reads = std::mem::take(&mut self.reads);
             for (conv_id, seq) in reads {
-                send_frame(
-                    ws,
-                    &ClientFrame::Read(ReadFrame {
-                        id: None,
-                        conv_id,
-                        seq,
-                    }),
-                )
-                .await?;
+                send_read(ws, conv_id, seq).await?;
             }
             if let Some(user_ids) = self.presence.clone() {
                 send_frame(
@@ -576,15 +568,7 @@ impl Actor {
             Command::Read { conv_id, seq } => match ws {
                 Some(ws) => {
                     self.reads.remove(&conv_id);
-                    send_frame(
-                        ws,
-                        &ClientFrame::Read(ReadFrame {
-                            id: None,
-                            conv_id,
-                            seq,
-                        }),
-                    )
-                    .await?;
+                    send_read(ws, conv_id, seq).await?;
                 }
                 None => {
                     let r = self.reads.entry(conv_id).or_default();
@@ -1022,6 +1006,15 @@ impl Actor {
 async fn send_frame(ws: &mut Ws, f: &ClientFrame) -> Result<(), End> {
     let text = serde_json::to_string(f).expect("client frames always serialize");
     ws.send(Message::Text(text.into())).await.map_err(lost)
+}
+
+async fn send_read(ws: &mut Ws, conv_id: String, seq: u64) -> Result<(), End> {
+    let f = ClientFrame::Read(ReadFrame {
+        id: None,
+        conv_id,
+        seq,
+    });
+    send_frame(ws, &f).await
 }
 
 /// Connects and authenticates; answers the socket and `heartbeat_ms`.

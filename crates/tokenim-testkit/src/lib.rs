@@ -25,6 +25,14 @@ pub fn init_crypto() {
     });
 }
 
+/// A TCP port that was free a moment ago (for servers run as processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("an ephemeral port")
+        .port()
+}
+
 /// A configuration for tests: port 0, cheap Argon2, generous rate limits.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut c = Config {
@@ -262,6 +270,15 @@ impl Http {
     pub fn token(&self) -> &str {
         self.token.as_deref().expect("logged in")
     }
+
+    /// Opens (or finds) the direct conversation with `peer`; answers its ID.
+    pub async fn direct(&self, peer: &str) -> String {
+        let r = self
+            .post("/v1/conversations", json!({"type": "direct", "peer": peer}))
+            .await;
+        assert!(r.status == 201 || r.status == 200, "{:?}", r.body);
+        r.body["conv_id"].as_str().expect("conv_id").to_owned()
+    }
 }
 
 /// A user with an HTTP client and an ID, for tests.
@@ -299,15 +316,7 @@ impl User {
 
     /// Opens (or finds) the direct conversation with `peer`.
     pub async fn direct(&self, peer: &User) -> String {
-        let r = self
-            .http
-            .post(
-                "/v1/conversations",
-                json!({"type": "direct", "peer": peer.id}),
-            )
-            .await;
-        assert!(r.status == 201 || r.status == 200, "{:?}", r.body);
-        r.body["conv_id"].as_str().expect("conv_id").to_owned()
+        self.http.direct(&peer.id).await
     }
 
     pub async fn group(&self, title: &str, members: &[&User]) -> String {

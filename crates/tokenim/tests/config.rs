@@ -4,7 +4,7 @@
 use std::process::Stdio;
 
 use serde_json::{Value, json};
-use tokenim_testkit::{Http, Ws, init_crypto};
+use tokenim_testkit::{Http, Ws, free_port, init_crypto};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -12,11 +12,7 @@ use tokio::process::Command;
 async fn file_env_and_flags_with_json_logs() {
     init_crypto();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = dir.path().join("tokenim.toml");
     std::fs::write(
         &cfg,
@@ -59,13 +55,7 @@ async fn file_env_and_flags_with_json_logs() {
     c.register("alice").await;
     let bob = c.register("bob").await;
     let a = c.login("alice", "d").await;
-    let conv = a
-        .post("/v1/conversations", json!({"type": "direct", "peer": bob}))
-        .await
-        .body["conv_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let conv = a.direct(&bob).await;
     // The environment overrides the file's heartbeat; the file's content
     // limit holds.
     let mut ws = Ws::connect(&format!("ws://127.0.0.1:{port}/v1/ws")).await;

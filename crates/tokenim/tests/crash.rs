@@ -6,7 +6,7 @@
 use std::process::Stdio;
 
 use serde_json::json;
-use tokenim_testkit::{Http, Ws, init_crypto};
+use tokenim_testkit::{Http, Ws, free_port, init_crypto};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -48,14 +48,6 @@ async fn spawn(dir: &std::path::Path, port: u16) -> Child {
     child
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn sigkill_loses_no_acked_message() {
     init_crypto();
@@ -68,13 +60,7 @@ async fn sigkill_loses_no_acked_message() {
     c.register("alice").await;
     let bob = c.register("bob").await;
     let a = c.login("alice", "d").await;
-    let conv = a
-        .post("/v1/conversations", json!({"type": "direct", "peer": bob}))
-        .await
-        .body["conv_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let conv = a.direct(&bob).await;
 
     const N: usize = 400;
     let mut ws = Ws::connect_auth(&ws_url, a.token()).await;
