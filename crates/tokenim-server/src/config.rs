@@ -30,6 +30,19 @@ pub struct Config {
     pub argon2_iterations: u32,
     /// Serve the admin endpoints (bulk user creation) to this bearer secret.
     pub admin_token: Option<String>,
+    /// `postgres://…` or `mysql://…`: keep the timeline there instead of the
+    /// embedded engine under `data_dir`.
+    pub database_url: Option<String>,
+    /// Most connections this node opens to the database.
+    pub database_pool: u32,
+    /// `redis://…`: run as one node of a cluster (registry, presence, rate
+    /// limits and cross-node delivery through Redis).
+    pub redis_url: Option<String>,
+    /// This node's name in the cluster (unique per node; a random one when
+    /// unset).
+    pub node_id: Option<String>,
+    /// Prefix of every Redis key and channel, so clusters can share a Redis.
+    pub redis_prefix: String,
     pub limits: Limits,
 }
 
@@ -44,13 +57,18 @@ impl Default for Config {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             admin_token: None,
+            database_url: None,
+            database_pool: 16,
+            redis_url: None,
+            node_id: None,
+            redis_prefix: "tokenim".to_owned(),
             limits: Limits::default(),
         }
     }
 }
 
 /// The top-level settings, by their names in the file and after `TOKENIM_`.
-pub const SETTINGS: [&str; 8] = [
+pub const SETTINGS: [&str; 13] = [
     "listen",
     "data_dir",
     "tls_cert",
@@ -59,6 +77,11 @@ pub const SETTINGS: [&str; 8] = [
     "argon2_memory_kib",
     "argon2_iterations",
     "admin_token",
+    "database_url",
+    "database_pool",
+    "redis_url",
+    "node_id",
+    "redis_prefix",
 ];
 
 impl Config {
@@ -111,6 +134,32 @@ impl Config {
             "argon2_memory_kib" => self.argon2_memory_kib = value.parse()?,
             "argon2_iterations" => self.argon2_iterations = value.parse()?,
             "admin_token" => self.admin_token = Some(value.into()),
+            "database_url" => self.database_url = Some(value.into()),
+            "database_pool" => {
+                self.database_pool = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .context("database_pool must be 1..=1024")?
+            }
+            "redis_url" => self.redis_url = Some(value.into()),
+            "node_id" => {
+                let ok = !value.is_empty()
+                    && value.len() <= 64
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !ok {
+                    bail!("node_id is 1-64 letters, digits, - or _");
+                }
+                self.node_id = Some(value.into())
+            }
+            "redis_prefix" => {
+                if value.is_empty() || value.len() > 64 || value.contains(char::is_whitespace) {
+                    bail!("redis_prefix is 1-64 characters without spaces");
+                }
+                self.redis_prefix = value.into()
+            }
             other => bail!("unknown setting {other:?}"),
         }
         Ok(())

@@ -17,4 +17,4 @@ pub mod web;
 pub mod ws;
 
 pub use config::Config;
-pub use serve::{Server, start};
+pub use serve::{Server, open_store, start};

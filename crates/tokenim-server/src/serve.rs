@@ -215,3 +215,29 @@ async fn accept_loop(
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }
+
+/// Opens the store the configuration names: PostgreSQL or MySQL when
+/// `database_url` is set (migrating its schema), else the embedded engine in
+/// `data_dir`.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &cfg.database_url {
+        Some(url) => {
+            let store = tokenim_store::sql::SqlStore::connect(url, cfg.database_pool)
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the database {}",
+                        tokenim_store::sql::redact(url)
+                    )
+                })?;
+            Ok(store)
+        }
+        None => {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+            let store = tokenim_store::embedded::EmbeddedStore::open(&cfg.data_dir)
+                .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
+}

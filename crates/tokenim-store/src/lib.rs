@@ -11,6 +11,7 @@
 
 pub mod embedded;
 pub mod ids;
+pub mod sql;
 mod types;
 
 pub use types::*;

@@ -75,8 +75,8 @@ impl TestServer {
     }
 
     async fn start_in(dir: Arc<tempfile::TempDir>, cfg: Config) -> TestServer {
-        let store = tokenim_store::embedded::EmbeddedStore::open(&cfg.data_dir).expect("store");
-        let server = tokenim_server::start(cfg.clone(), Arc::new(store))
+        let store = tokenim_server::open_store(&cfg).await.expect("store");
+        let server = tokenim_server::start(cfg.clone(), store)
             .await
             .expect("server starts");
         let addr = server.addr;

@@ -64,6 +64,23 @@ struct ServeArgs {
     /// Bearer secret for the admin API (bulk user creation) [env TOKENIM_ADMIN_TOKEN].
     #[arg(long)]
     admin_token: Option<String>,
+    /// Keep the data in PostgreSQL or MySQL instead of the embedded store:
+    /// postgres://USER@HOST/DB or mysql://USER@HOST/DB [env TOKENIM_DATABASE_URL].
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Most database connections of this node [default: 16].
+    #[arg(long)]
+    database_pool: Option<String>,
+    /// Run as a cluster node sharing presence and delivery through Redis:
+    /// redis://HOST:PORT [env TOKENIM_REDIS_URL].
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// This node's unique name in the cluster [default: random; env TOKENIM_NODE_ID].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Prefix of the cluster's Redis keys [default: tokenim].
+    #[arg(long)]
+    redis_prefix: Option<String>,
     /// A protocol limit, NAME=VALUE (repeatable), e.g. --limit heartbeat_ms=10000
     /// [env TOKENIM_LIMITS_<NAME>].
     #[arg(long = "limit", value_name = "NAME=VALUE")]
@@ -82,6 +99,11 @@ impl ServeArgs {
             ("argon2_memory_kib", &self.argon2_memory_kib),
             ("argon2_iterations", &self.argon2_iterations),
             ("admin_token", &self.admin_token),
+            ("database_url", &self.database_url),
+            ("database_pool", &self.database_pool),
+            ("redis_url", &self.redis_url),
+            ("node_id", &self.node_id),
+            ("redis_prefix", &self.redis_prefix),
         ];
         for (name, v) in flags {
             if let Some(v) = v {
@@ -131,11 +153,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let store = tokenim_store::embedded::EmbeddedStore::open(&cfg.data_dir)
-        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
-    let server = tokenim_server::start(cfg, Arc::new(store)).await?;
+    let store = tokenim_server::open_store(&cfg).await?;
+    let server = tokenim_server::start(cfg, store).await?;
     let stop = server.stopper();
     tokio::spawn(async move {
         shutdown_signal().await;
