@@ -85,8 +85,13 @@ pub(crate) fn decode_event(v: &[u8]) -> StoreResult<(u64, Event)> {
         return Err(engine("corrupt event record"));
     }
     let count = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-    let e: StoredEvent = serde_json::from_slice(&v[8..]).map_err(engine)?;
-    let e = Event {
+    Ok((count, event_from_json(&v[8..])?))
+}
+
+/// An event from its stored JSON, keeping the content as raw JSON.
+pub(crate) fn event_from_json(v: &[u8]) -> StoreResult<Event> {
+    let e: StoredEvent = serde_json::from_slice(v).map_err(engine)?;
+    Ok(Event {
         conv_id: e.conv_id,
         seq: e.seq,
         msg_id: e.msg_id,
@@ -98,8 +103,7 @@ pub(crate) fn decode_event(v: &[u8]) -> StoreResult<(u64, Event)> {
         content: e.content,
         recalled: e.recalled,
         edited: e.edited,
-    };
-    Ok((count, e))
+    })
 }
 
 fn split(k: &[u8]) -> Vec<String> {

@@ -8,7 +8,7 @@
 //! the new state to readers, hands the committed events to the sink, and
 //! answers the callers. Readers never see a write before it is durable.
 
-mod disk;
+pub(crate) mod disk;
 mod state;
 mod writer;
 

@@ -1,11 +1,12 @@
-//! The embedded engine on its own: group commit assigns gap-free seqs under
-//! concurrency, dedup is atomic with the commit, and everything survives a
-//! reopen.
+//! A store on its own (the engine `TOKENIM_TEST_DATABASE` names): group
+//! commit assigns gap-free seqs under concurrency, dedup is atomic with the
+//! commit, and everything survives a reopen.
+
+mod common;
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use tokenim_store::embedded::EmbeddedStore;
 use tokenim_store::{Append, AppendOutcome, NewUser, Op, Store};
 
 fn user(name: &str) -> NewUser {
@@ -31,10 +32,10 @@ fn msg(conv: &str, actor: &str, cmid: &str) -> Append {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_are_gap_free_and_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let place = common::Place::new().await;
+    let store: Arc<dyn Store> = place.open().await;
     let users = store
         .create_users(vec![user("alice"), user("bob"), user("alice")])
         .await
@@ -100,7 +101,7 @@ async fn concurrent_appends_are_gap_free_and_survive_reopen() {
     store.shutdown().await;
     drop(store);
 
-    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let store = place.open().await;
     let c = store.conv(&conv.conv_id).await.unwrap().unwrap();
     assert_eq!(c.last_seq, 202);
     assert_eq!(c.msg_count, 201);

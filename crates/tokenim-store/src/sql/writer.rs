@@ -1,0 +1,776 @@
+//! A writer of the SQL engine: group commit of timeline appends.
+//!
+//! Each batch is one transaction: lock the conversations' rows (in ID order,
+//! so two writers never wait on each other in a cycle), read what the rules
+//! need (dedup records, the members involved, recall/edit targets) with the
+//! member rows locked too, apply the requests in memory in queue order, then
+//! write the events, dedup records, members and positions and commit. A
+//! batch that loses a race (a deadlock, or a dedup key written by another
+//! node in between) is rolled back and run again from the start, where the
+//! other node's commit is visible.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tokenim_core::Error;
+use tokenim_proto::{EventKind, Role};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{CHUNK, Dialect, MEMBER_COLS, engine, enum_parse, enum_str, marks};
+use crate::embedded::disk::event_from_json;
+use crate::*;
+
+/// Most appends in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Attempts of one batch before its requests are answered `unavailable`.
+const ATTEMPTS: usize = 8;
+
+pub(crate) struct Job {
+    pub reqs: Vec<Append>,
+    /// A new group: its row is inserted in the same transaction.
+    pub create: Option<ConvMeta>,
+    pub reply: oneshot::Sender<StoreResult<Vec<StoreResult<AppendOutcome>>>>,
+}
+
+pub(crate) struct Shard {
+    d: Dialect,
+    pool: AnyPool,
+    committed: std::sync::mpsc::Sender<Vec<Committed>>,
+}
+
+/// Whether a failed transaction may succeed when run again.
+pub(crate) fn retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation()
+                || matches!(db.code().as_deref(), Some("40P01" | "40001"))
+                || db.message().contains("Deadlock found")
+                || db.message().contains("Lock wait timeout")
+        }
+        sqlx::Error::PoolTimedOut => true,
+        _ => false,
+    }
+}
+
+pub(crate) fn new_member(user: &str, role: Role, joined_after: u64, count: u64) -> Member {
+    Member {
+        user_id: user.to_owned(),
+        role,
+        muted_until: None,
+        joined_after,
+        read_seq: joined_after,
+        read_count: count,
+    }
+}
+
+pub(crate) fn dedup_from_row(r: &AnyRow, at: usize) -> StoreResult<DedupRecord> {
+    Ok(DedupRecord {
+        conv_id: r.try_get(at).map_err(engine)?,
+        kind: enum_parse(&r.try_get::<String, _>(at + 1).map_err(engine)?)?,
+        msg_id: r.try_get(at + 2).map_err(engine)?,
+        seq: r.try_get::<i64, _>(at + 3).map_err(engine)? as u64,
+        ts: r.try_get(at + 4).map_err(engine)?,
+    })
+}
+
+/// Inserts a conversation row; `false` when `ignore_taken` and a direct
+/// conversation of the same pair exists.
+pub(crate) async fn insert_conv(
+    d: Dialect,
+    tx: &mut Transaction<'static, Any>,
+    meta: &ConvMeta,
+    ignore_taken: bool,
+) -> StoreResult<bool> {
+    let cols = [
+        "conv_id",
+        "ty",
+        "title",
+        "created_at",
+        "only_admins_send",
+        "pair_a",
+        "pair_b",
+        "last_seq",
+        "last_ts",
+        "msg_count",
+        "member_count",
+        "members_ver",
+    ];
+    let sql = if ignore_taken {
+        d.upsert("convs", &cols, &["pair_a", "pair_b"], &[], 1)
+    } else {
+        d.sql(&format!(
+            "INSERT INTO convs ({}) VALUES ({})",
+            cols.join(", "),
+            marks(cols.len())
+        ))
+    };
+    let (a, b) = match &meta.pair {
+        Some((a, b)) => (Some(a.clone()), Some(b.clone())),
+        None => (None, None),
+    };
+    let done = sqlx::query(&sql)
+        .bind(meta.conv_id.clone())
+        .bind(enum_str(&meta.ty))
+        .bind(meta.title.clone())
+        .bind(meta.created_at)
+        .bind(meta.only_admins_send as i64)
+        .bind(a)
+        .bind(b)
+        .bind(meta.last_seq as i64)
+        .bind(meta.last_ts)
+        .bind(meta.msg_count as i64)
+        .bind(meta.member_count as i64)
+        .bind(0i64)
+        .execute(&mut **tx)
+        .await
+        .map_err(engine)?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Writes member rows (inserted or replaced).
+pub(crate) async fn put_members(
+    d: Dialect,
+    tx: &mut Transaction<'static, Any>,
+    conv_id: &str,
+    members: &[Member],
+) -> StoreResult<()> {
+    put_members_raw(d, tx, conv_id, members)
+        .await
+        .map_err(engine)
+}
+
+async fn put_members_raw(
+    d: Dialect,
+    tx: &mut Transaction<'static, Any>,
+    conv_id: &str,
+    members: &[Member],
+) -> Result<(), sqlx::Error> {
+    let cols = [
+        "conv_id",
+        "user_id",
+        "role",
+        "muted_until",
+        "joined_after",
+        "read_seq",
+        "read_count",
+    ];
+    for chunk in members.chunks(CHUNK) {
+        let sql = d.upsert(
+            "members",
+            &cols,
+            &["conv_id", "user_id"],
+            &cols[2..],
+            chunk.len(),
+        );
+        let mut q = sqlx::query(&sql);
+        for m in chunk {
+            q = q
+                .bind(conv_id.to_owned())
+                .bind(m.user_id.clone())
+                .bind(enum_str(&m.role))
+                .bind(m.muted_until)
+                .bind(m.joined_after as i64)
+                .bind(m.read_seq as i64)
+                .bind(m.read_count as i64);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// What one batch read and changed.
+#[derive(Default)]
+struct Work {
+    convs: HashMap<String, ConvMeta>,
+    /// Conversations whose member list changed (their version moves).
+    members_moved: HashSet<String>,
+    /// (conv, user) -> the member, `None` when not (or no longer) a member.
+    members: HashMap<(String, String), Option<Member>>,
+    dedup: HashMap<(String, String), DedupRecord>,
+    /// (conv, seq) -> (message count at it, event): targets read and events
+    /// written by this batch.
+    events: HashMap<(String, u64), (u64, Event)>,
+    new_events: Vec<(String, u64)>,
+    changed_events: BTreeSet<(String, u64)>,
+    new_dedup: Vec<(String, String)>,
+    dirty_convs: BTreeSet<String>,
+    dirty_members: BTreeSet<(String, String)>,
+    committed: Vec<Committed>,
+}
+
+impl Shard {
+    pub fn new(
+        d: Dialect,
+        pool: AnyPool,
+        committed: std::sync::mpsc::Sender<Vec<Committed>>,
+    ) -> Shard {
+        Shard { d, pool, committed }
+    }
+
+    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let mut jobs = Vec::new();
+        loop {
+            match rx.recv().await {
+                Some(j) => jobs.push(j),
+                None => return,
+            }
+            let mut n: usize = jobs.iter().map(|j| j.reqs.len()).sum();
+            while n < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        n += j.reqs.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.batch(std::mem::take(&mut jobs)).await;
+        }
+    }
+
+    async fn batch(&self, jobs: Vec<Job>) {
+        let mut attempt = 0;
+        let result = loop {
+            match self.attempt(&jobs).await {
+                Ok(done) => break Ok(done),
+                Err(Failure::Retry(e)) if attempt + 1 < ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "batch lost a race; running it again");
+                }
+                Err(Failure::Retry(e) | Failure::Fatal(e)) => break Err(e),
+            }
+        };
+        match result {
+            Ok((answers, committed)) => {
+                if !committed.is_empty() && self.committed.send(committed).is_err() {
+                    tracing::warn!("committed events not pushed: the sink has stopped");
+                }
+                for (job, a) in jobs.into_iter().zip(answers) {
+                    let _ = job.reply.send(Ok(a));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed; the batch is answered unavailable");
+                for job in jobs {
+                    let _ = job.reply.send(Err(StoreError::Engine(e.clone())));
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, jobs: &[Job]) -> Result<Answers, Failure> {
+        let mut tx = self.pool.begin().await.map_err(Failure::of)?;
+        let mut w = Work::default();
+        let creating: HashSet<&str> = jobs
+            .iter()
+            .filter_map(|j| j.create.as_ref().map(|m| m.conv_id.as_str()))
+            .collect();
+        for j in jobs {
+            if let Some(meta) = &j.create {
+                insert_conv(self.d, &mut tx, meta, false)
+                    .await
+                    .map_err(Failure::store)?;
+            }
+        }
+        self.load(&mut tx, jobs, &creating, &mut w)
+            .await
+            .map_err(Failure::of)?;
+        let mut answers = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let creating = j.create.is_some();
+            let mut out = Vec::with_capacity(j.reqs.len());
+            for a in &j.reqs {
+                out.push(apply(&mut w, a.clone(), creating));
+            }
+            answers.push(out);
+        }
+        self.write(&mut tx, &w).await.map_err(Failure::of)?;
+        tx.commit().await.map_err(Failure::of)?;
+        Ok((answers, w.committed))
+    }
+
+    /// Locks and reads what the batch's rules need.
+    async fn load(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        jobs: &[Job],
+        creating: &HashSet<&str>,
+        w: &mut Work,
+    ) -> Result<(), sqlx::Error> {
+        let d = self.d;
+        let reqs = || jobs.iter().flat_map(|j| j.reqs.iter());
+        let conv_ids: BTreeSet<&str> = reqs().map(|a| a.conv_id.as_str()).collect();
+        let conv_ids: Vec<&str> = conv_ids.into_iter().collect();
+        for chunk in conv_ids.chunks(CHUNK) {
+            let sql = d.sql(&format!(
+                "SELECT {} FROM convs c WHERE c.conv_id IN ({}) ORDER BY c.conv_id FOR UPDATE",
+                super::CONV_COLS,
+                marks(chunk.len())
+            ));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&mut **tx).await? {
+                let meta = super::conv_from_row(&r, 0, false).map_err(decode)?;
+                w.convs.insert(meta.conv_id.clone(), meta);
+            }
+        }
+        // Dedup records of the requests that carry a client_msg_id.
+        let keys: BTreeSet<(&str, &str)> = reqs()
+            .filter(|a| a.request_kind().is_some())
+            .filter_map(|a| Some((a.actor.as_str(), a.client_msg_id.as_deref()?)))
+            .collect();
+        let keys: Vec<_> = keys.into_iter().collect();
+        for chunk in keys.chunks(CHUNK) {
+            let sql = d.sql(&format!(
+                "SELECT sender, client_msg_id, conv_id, kind, msg_id, seq, ts FROM dedup \
+                 WHERE (sender, client_msg_id) IN ({})",
+                vec!["(?, ?)"; chunk.len()].join(", ")
+            ));
+            let mut q = sqlx::query(&sql);
+            for (s, c) in chunk {
+                q = q.bind(*s).bind(*c);
+            }
+            for r in q.fetch_all(&mut **tx).await? {
+                let s: String = r.try_get(0)?;
+                let c: String = r.try_get(1)?;
+                w.dedup
+                    .insert((s, c), dedup_from_row(&r, 2).map_err(decode)?);
+            }
+        }
+        // The members the rules look at, locked against concurrent marker
+        // and mute updates (their rows are rewritten at commit).
+        let mut pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for a in reqs() {
+            if creating.contains(a.conv_id.as_str()) {
+                continue;
+            }
+            pairs.insert((&a.conv_id, &a.actor));
+            match &a.op {
+                Op::Remove { user_id } | Op::SetRole { user_id, .. } => {
+                    pairs.insert((&a.conv_id, user_id));
+                }
+                Op::AddMembers { user_ids, .. } => {
+                    for u in user_ids {
+                        pairs.insert((&a.conv_id, u));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let pairs: Vec<_> = pairs.into_iter().collect();
+        for &(c, u) in &pairs {
+            w.members.insert((c.to_owned(), u.to_owned()), None);
+        }
+        for chunk in pairs.chunks(CHUNK) {
+            let sql = d.sql(&format!(
+                "SELECT m.conv_id, {MEMBER_COLS} FROM members m \
+                 WHERE (m.conv_id, m.user_id) IN ({}) ORDER BY m.conv_id, m.user_id FOR UPDATE",
+                vec!["(?, ?)"; chunk.len()].join(", ")
+            ));
+            let mut q = sqlx::query(&sql);
+            for (c, u) in chunk {
+                q = q.bind(*c).bind(*u);
+            }
+            for r in q.fetch_all(&mut **tx).await? {
+                let c: String = r.try_get(0)?;
+                let m = super::member_from_row(&r, 1).map_err(decode)?;
+                w.members.insert((c, m.user_id.clone()), Some(m));
+            }
+        }
+        // Recall and edit targets.
+        let targets: BTreeSet<(&str, i64)> = reqs()
+            .filter_map(|a| match &a.op {
+                Op::Recall { target_seq } | Op::Edit { target_seq, .. } => Some((
+                    a.conv_id.as_str(),
+                    (*target_seq).min(i64::MAX as u64) as i64,
+                )),
+                _ => None,
+            })
+            .collect();
+        let targets: Vec<_> = targets.into_iter().collect();
+        for chunk in targets.chunks(CHUNK) {
+            let sql = d.sql(&format!(
+                "SELECT msg_count, body FROM events WHERE (conv_id, seq) IN ({})",
+                vec!["(?, ?)"; chunk.len()].join(", ")
+            ));
+            let mut q = sqlx::query(&sql);
+            for (c, s) in chunk {
+                q = q.bind(*c).bind(*s);
+            }
+            for r in q.fetch_all(&mut **tx).await? {
+                let count: i64 = r.try_get(0)?;
+                let body = super::text(&r, 1).map_err(decode)?;
+                let e = event_from_json(body.as_bytes()).map_err(decode)?;
+                w.events
+                    .insert((e.conv_id.clone(), e.seq), (count as u64, e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes everything the batch changed.
+    async fn write(&self, tx: &mut Transaction<'static, Any>, w: &Work) -> Result<(), sqlx::Error> {
+        let d = self.d;
+        let body = |k: &(String, u64)| {
+            let (count, e) = &w.events[k];
+            (
+                *count as i64,
+                serde_json::to_string(e).expect("events serialize"),
+            )
+        };
+        let inserted: HashSet<&(String, u64)> = w.new_events.iter().collect();
+        for chunk in w.new_events.chunks(CHUNK) {
+            let sql = d.sql(&format!(
+                "INSERT INTO events (conv_id, seq, msg_count, body) VALUES {}",
+                vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
+            ));
+            let mut q = sqlx::query(&sql);
+            for k in chunk {
+                let (count, text) = body(k);
+                q = q.bind(k.0.clone()).bind(k.1 as i64).bind(count).bind(text);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        for k in w.changed_events.iter().filter(|k| !inserted.contains(k)) {
+            let (_, text) = body(k);
+            sqlx::query(&d.sql("UPDATE events SET body = ? WHERE conv_id = ? AND seq = ?"))
+                .bind(text)
+                .bind(k.0.clone())
+                .bind(k.1 as i64)
+                .execute(&mut **tx)
+                .await?;
+        }
+        for chunk in w.new_dedup.chunks(CHUNK) {
+            // A key another node wrote since we read fails the batch, which
+            // runs again and answers the duplicate.
+            let sql = d.sql(&format!(
+                "INSERT INTO dedup (sender, client_msg_id, conv_id, kind, msg_id, seq, ts) \
+                 VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            ));
+            let mut q = sqlx::query(&sql);
+            for k in chunk {
+                let r = &w.dedup[k];
+                q = q
+                    .bind(k.0.clone())
+                    .bind(k.1.clone())
+                    .bind(r.conv_id.clone())
+                    .bind(enum_str(&r.kind))
+                    .bind(r.msg_id.clone())
+                    .bind(r.seq as i64)
+                    .bind(r.ts);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        for id in &w.dirty_convs {
+            let m = &w.convs[id];
+            let moved = w.members_moved.contains(id) as i64;
+            sqlx::query(&d.sql(
+                "UPDATE convs SET title = ?, only_admins_send = ?, last_seq = ?, last_ts = ?, \
+                 msg_count = ?, member_count = ?, members_ver = members_ver + ? \
+                 WHERE conv_id = ?",
+            ))
+            .bind(m.title.clone())
+            .bind(m.only_admins_send as i64)
+            .bind(m.last_seq as i64)
+            .bind(m.last_ts)
+            .bind(m.msg_count as i64)
+            .bind(m.member_count as i64)
+            .bind(moved)
+            .bind(id.clone())
+            .execute(&mut **tx)
+            .await?;
+        }
+        let mut put: HashMap<&str, Vec<Member>> = HashMap::new();
+        for k in &w.dirty_members {
+            match &w.members[k] {
+                Some(m) => put.entry(k.0.as_str()).or_default().push(m.clone()),
+                None => {
+                    for table in ["members", "acks"] {
+                        sqlx::query(&d.sql(&format!(
+                            "DELETE FROM {table} WHERE conv_id = ? AND user_id = ?"
+                        )))
+                        .bind(k.0.clone())
+                        .bind(k.1.clone())
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+            }
+        }
+        let mut put: Vec<_> = put.into_iter().collect();
+        put.sort_by(|a, b| a.0.cmp(b.0));
+        for (conv, members) in put {
+            put_members_raw(d, tx, conv, &members).await?;
+        }
+        Ok(())
+    }
+}
+
+type Answers = (Vec<Vec<StoreResult<AppendOutcome>>>, Vec<Committed>);
+
+enum Failure {
+    Retry(String),
+    Fatal(String),
+}
+
+impl Failure {
+    fn of(e: sqlx::Error) -> Failure {
+        if retryable(&e) {
+            Failure::Retry(e.to_string())
+        } else {
+            Failure::Fatal(e.to_string())
+        }
+    }
+
+    fn store(e: StoreError) -> Failure {
+        Failure::Fatal(e.to_string())
+    }
+}
+
+fn decode(e: StoreError) -> sqlx::Error {
+    sqlx::Error::Decode(e.to_string().into())
+}
+
+fn set_read(w: &mut Work, conv: &str, user: &str, seq: u64, count: u64) {
+    let key = (conv.to_owned(), user.to_owned());
+    if let Some(Some(m)) = w.members.get_mut(&key)
+        && seq > m.read_seq
+    {
+        m.read_seq = seq;
+        m.read_count = count;
+        w.dirty_members.insert(key);
+    }
+}
+
+/// Applies one request to the batch (the same rules as the embedded
+/// engine's writer).
+fn apply(w: &mut Work, a: Append, creating: bool) -> StoreResult<AppendOutcome> {
+    let kind = a.request_kind();
+    if let (Some(cmid), Some(kind)) = (&a.client_msg_id, kind)
+        && let Some(d) = w.dedup.get(&(a.actor.clone(), cmid.clone()))
+    {
+        if d.conv_id != a.conv_id || d.kind != kind {
+            return Err(Error::conflict(
+                "client_msg_id was used for another conversation or request type",
+            )
+            .into());
+        }
+        return Ok(AppendOutcome::Duplicate(d.clone()));
+    }
+    let Some(conv) = w.convs.get(&a.conv_id) else {
+        return Err(Error::no_conversation().into());
+    };
+    let member = |w: &Work, u: &str| -> Option<Member> {
+        w.members
+            .get(&(a.conv_id.clone(), u.to_owned()))
+            .cloned()
+            .flatten()
+    };
+    if !creating && member(w, &a.actor).is_none() {
+        return Err(Error::no_conversation().into());
+    }
+    let mut meta = conv.clone();
+    let seq = meta.last_seq + 1;
+    let ts = a.now_ms.max(meta.last_ts);
+    let mut added = Vec::new();
+    let mut removed = None;
+    let mut member_changes: Vec<(String, Option<Member>)> = Vec::new();
+    let mut target_change = None;
+    let (ev_kind, content): (EventKind, String) = match &a.op {
+        Op::Message { content } => {
+            meta.msg_count += 1;
+            (EventKind::Message, content.get().to_owned())
+        }
+        Op::Recall { target_seq } | Op::Edit { target_seq, .. } => {
+            let Some((count, target)) = w.events.get(&(a.conv_id.clone(), *target_seq)) else {
+                return Err(Error::not_found("no such event").into());
+            };
+            let (count, mut target) = (*count, target.clone());
+            if target.kind != EventKind::Message {
+                return Err(Error::bad_request("only messages can be recalled or edited").into());
+            }
+            if target.recalled {
+                return Err(Error::forbidden("the message was recalled").into());
+            }
+            let (k, body) = match &a.op {
+                Op::Edit { content, .. } => {
+                    target.content = Some(content.clone());
+                    target.edited = true;
+                    (
+                        EventKind::Edit,
+                        serde_json::json!({"target_seq": target_seq, "content": content})
+                            .to_string(),
+                    )
+                }
+                _ => {
+                    target.content = None;
+                    target.recalled = true;
+                    target.edited = false;
+                    (
+                        EventKind::Recall,
+                        serde_json::json!({"target_seq": target_seq}).to_string(),
+                    )
+                }
+            };
+            target_change = Some((*target_seq, count, target));
+            (k, body)
+        }
+        Op::AddMembers {
+            user_ids,
+            max_members,
+        } => {
+            let new: Vec<String> = user_ids
+                .iter()
+                .filter(|u| creating || member(w, u).is_none())
+                .cloned()
+                .collect();
+            if new.is_empty() {
+                return Err(Error::conflict("every user is already a member").into());
+            }
+            if meta.member_count + new.len() as u64 > *max_members {
+                return Err(Error::forbidden(format!(
+                    "a group holds at most {max_members} members"
+                ))
+                .into());
+            }
+            for u in &new {
+                let role = if creating && *u == a.actor {
+                    Role::Owner
+                } else {
+                    Role::Member
+                };
+                member_changes.push((
+                    u.clone(),
+                    Some(new_member(u, role, seq - 1, meta.msg_count)),
+                ));
+            }
+            meta.member_count += new.len() as u64;
+            added = new.clone();
+            (
+                EventKind::MemberJoined,
+                serde_json::json!({"user_ids": new, "by": a.actor}).to_string(),
+            )
+        }
+        Op::Leave => {
+            meta.member_count = meta.member_count.saturating_sub(1);
+            member_changes.push((a.actor.clone(), None));
+            removed = Some(a.actor.clone());
+            (
+                EventKind::MemberLeft,
+                serde_json::json!({"user_id": a.actor}).to_string(),
+            )
+        }
+        Op::Remove { user_id } => {
+            match member(w, user_id) {
+                None => return Err(Error::not_found("no such member").into()),
+                Some(m) if m.role == Role::Owner => {
+                    return Err(Error::forbidden("the owner cannot be removed").into());
+                }
+                Some(_) => {}
+            }
+            meta.member_count = meta.member_count.saturating_sub(1);
+            member_changes.push((user_id.clone(), None));
+            removed = Some(user_id.clone());
+            (
+                EventKind::MemberRemoved,
+                serde_json::json!({"user_id": user_id, "by": a.actor}).to_string(),
+            )
+        }
+        Op::SetRole { user_id, role } => {
+            let Some(mut m) = member(w, user_id) else {
+                return Err(Error::not_found("no such member").into());
+            };
+            m.role = *role;
+            member_changes.push((user_id.clone(), Some(m)));
+            (
+                EventKind::RoleChanged,
+                serde_json::json!({"user_id": user_id, "role": role, "by": a.actor}).to_string(),
+            )
+        }
+        Op::Update {
+            title,
+            only_admins_send,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(t) = title {
+                meta.title = Some(t.clone());
+                body.insert("title".into(), t.clone().into());
+            }
+            if let Some(o) = only_admins_send {
+                meta.only_admins_send = *o;
+                body.insert("only_admins_send".into(), (*o).into());
+            }
+            body.insert("by".into(), a.actor.clone().into());
+            (
+                EventKind::ConvUpdated,
+                serde_json::Value::Object(body).to_string(),
+            )
+        }
+    };
+    // Every check passed: record the effects.
+    if let Some((target_seq, count, target)) = target_change {
+        let key = (a.conv_id.clone(), target_seq);
+        w.events.insert(key.clone(), (count, target));
+        w.changed_events.insert(key);
+    }
+    let event = Event {
+        conv_id: a.conv_id.clone(),
+        seq,
+        msg_id: ids::msg_id(ts),
+        ts,
+        sender: a.actor.clone(),
+        sender_device: a.actor_device.clone(),
+        kind: ev_kind,
+        client_msg_id: a.client_msg_id.clone(),
+        content: Some(RawValue::from_string(content).expect("built from JSON")),
+        recalled: false,
+        edited: false,
+    };
+    let key = (a.conv_id.clone(), seq);
+    w.events
+        .insert(key.clone(), (meta.msg_count, event.clone()));
+    w.new_events.push(key);
+    if let (Some(cmid), Some(kind)) = (&a.client_msg_id, kind) {
+        let rec = DedupRecord {
+            conv_id: a.conv_id.clone(),
+            kind,
+            msg_id: event.msg_id.clone(),
+            seq,
+            ts,
+        };
+        let k = (a.actor.clone(), cmid.clone());
+        w.dedup.insert(k.clone(), rec);
+        w.new_dedup.push(k);
+    }
+    if !added.is_empty() || removed.is_some() {
+        w.members_moved.insert(a.conv_id.clone());
+    }
+    meta.last_seq = seq;
+    meta.last_ts = ts;
+    let count = meta.msg_count;
+    w.convs.insert(a.conv_id.clone(), meta);
+    w.dirty_convs.insert(a.conv_id.clone());
+    for (u, m) in member_changes {
+        let k = (a.conv_id.clone(), u);
+        w.members.insert(k.clone(), m);
+        w.dirty_members.insert(k);
+    }
+    // Sending a message moves the sender's read marker to it.
+    if ev_kind == EventKind::Message {
+        set_read(w, &a.conv_id, &a.actor, seq, count);
+    }
+    let event = Arc::new(event);
+    w.committed.push(Committed {
+        event: event.clone(),
+        origin: a.origin,
+        added,
+        removed,
+    });
+    Ok(AppendOutcome::Created(event))
+}
