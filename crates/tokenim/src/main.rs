@@ -2,7 +2,6 @@
 //! clients of it. Wires the crates together; holds no protocol logic.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -29,10 +28,23 @@ struct Cli {
 enum Cmd {
     /// Run the server.
     Serve(ServeArgs),
+    /// Apply the database's pending schema migrations and exit (`serve` also
+    /// applies them at start).
+    Migrate(MigrateArgs),
     /// Load-test a running server.
     Bench(bench::BenchArgs),
     #[command(flatten)]
     Client(cli::ClientCmd),
+}
+
+#[derive(Parser)]
+struct MigrateArgs {
+    /// TOML configuration file (its database_url is used).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// postgres://USER@HOST/DB or mysql://USER@HOST/DB [env TOKENIM_DATABASE_URL].
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Parser)]
@@ -119,8 +131,9 @@ impl ServeArgs {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn,sqlx=warn")
+    });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
@@ -140,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.cmd {
         Cmd::Serve(args) => rt.block_on(serve(args)),
+        Cmd::Migrate(args) => rt.block_on(migrate(args)),
         Cmd::Bench(args) => rt.block_on(bench::run(args)),
         Cmd::Client(cmd) => rt.block_on(cli::run(cmd)),
     }
@@ -162,6 +176,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
     server.wait().await
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let mut cfg = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(url) = &args.database_url {
+        cfg.set("database_url", url).context("--database-url")?;
+    }
+    init_logs(cfg.log_format);
+    let Some(url) = cfg.database_url else {
+        anyhow::bail!(
+            "no database to migrate: give --database-url (the embedded store needs no migrations)"
+        );
+    };
+    let applied = tokenim_store::sql::migrate(&url)
+        .await
+        .with_context(|| format!("migrating {}", tokenim_store::sql::redact(&url)))?;
+    let latest = tokenim_store::sql::latest_schema();
+    if applied.is_empty() {
+        println!("schema is up to date (version {latest})");
+    } else {
+        let list: Vec<String> = applied.iter().map(i64::to_string).collect();
+        println!(
+            "applied migration(s) {}; schema is at version {latest}",
+            list.join(", ")
+        );
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
