@@ -411,19 +411,22 @@ impl SqlStore {
         let (d, pool) = pool(url, pool_size).await?;
         migrate_pool(d, &pool).await?;
         let sink: Arc<Mutex<Option<Arc<dyn EventSink>>>> = Arc::new(Mutex::new(None));
-        // Committed batches reach the sink from one plain thread, in the
-        // order each writer committed them (the sink may block).
-        let (ctx, crx) = std::sync::mpsc::channel::<Vec<Committed>>();
+        // Committed batches reach the sink from one plain thread (the sink
+        // may block), in each writer's commit order; a writer answers its
+        // batch only once the sink has taken it, as the embedded engine does,
+        // so an acknowledged event is already on its way to the pushers.
+        let (ctx, crx) = std::sync::mpsc::channel::<writer::Handoff>();
         let forwarder = {
             let sink = sink.clone();
             std::thread::Builder::new()
                 .name("tokenim-sql-sink".into())
                 .spawn(move || {
-                    for batch in crx {
+                    for (batch, taken) in crx {
                         let s = sink.lock().clone();
                         if let Some(s) = s {
                             s.committed(batch);
                         }
+                        let _ = taken.send(());
                     }
                 })
                 .map_err(engine)?

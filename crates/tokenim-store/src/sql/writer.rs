@@ -35,10 +35,13 @@ pub(crate) struct Job {
     pub reply: oneshot::Sender<StoreResult<Vec<StoreResult<AppendOutcome>>>>,
 }
 
+/// A committed batch for the sink, and the signal that it took it.
+pub(crate) type Handoff = (Vec<Committed>, oneshot::Sender<()>);
+
 pub(crate) struct Shard {
     d: Dialect,
     pool: AnyPool,
-    committed: std::sync::mpsc::Sender<Vec<Committed>>,
+    committed: std::sync::mpsc::Sender<Handoff>,
 }
 
 /// Whether a failed transaction may succeed when run again.
@@ -205,7 +208,7 @@ impl Shard {
     pub fn new(
         d: Dialect,
         pool: AnyPool,
-        committed: std::sync::mpsc::Sender<Vec<Committed>>,
+        committed: std::sync::mpsc::Sender<Handoff>,
     ) -> Shard {
         Shard { d, pool, committed }
     }
@@ -245,8 +248,11 @@ impl Shard {
         };
         match result {
             Ok((answers, committed)) => {
-                if !committed.is_empty() && self.committed.send(committed).is_err() {
-                    tracing::warn!("committed events not pushed: the sink has stopped");
+                if !committed.is_empty() {
+                    let (tx, rx) = oneshot::channel();
+                    if self.committed.send((committed, tx)).is_err() || rx.await.is_err() {
+                        tracing::warn!("committed events not pushed: the sink has stopped");
+                    }
                 }
                 for (job, a) in jobs.into_iter().zip(answers) {
                     let _ = job.reply.send(Ok(a));
