@@ -19,13 +19,22 @@ use tokenim_store::{
 use tokio::sync::mpsc;
 
 use crate::auth::{Claims, Passwords, Tokens};
+use crate::cluster::Cluster;
+use crate::cluster::sequencer::{Admit, Sequencer};
 use crate::config::Config;
+use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::Priority;
 
 /// About how many bytes of events one `sync_result` carries at most.
 const SYNC_RESULT_BYTES: usize = 4 << 20;
+/// Conversations whose last pushed seq a cluster node remembers (per
+/// generation, see `Sequencer`).
+const SEQUENCER_CAP: usize = 65_536;
+/// Most events one gap fill pushes (a longer gap is left to the devices'
+/// gap detection and sync, as the outbox would overflow anyway).
+const MAX_GAP_FILL: u64 = 4096;
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -92,7 +101,15 @@ pub struct App {
     pub cfg: Config,
     pub limits: Limits,
     pub store: Arc<dyn Store>,
-    pub hub: Hub,
+    /// This node's sockets.
+    pub hub: Arc<Hub>,
+    /// Pushes to sockets on this node and, in cluster mode, on the others.
+    pub fanout: Fanout,
+    /// Cluster mode (`redis_url`): Redis and this node's part in it.
+    pub cluster: Option<Arc<Cluster>>,
+    /// In cluster mode: the last seq pushed per conversation, so events from
+    /// several nodes reach sockets in order, without gaps or repeats.
+    sequencer: Option<Mutex<Sequencer>>,
     pub tokens: Tokens,
     pub passwords: Passwords,
     pub metrics: Metrics,
@@ -107,15 +124,29 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<App>> {
-        std::fs::create_dir_all(&cfg.data_dir)?;
-        let tokens = Tokens::load_or_create(&cfg.data_dir)?;
+    /// The shared state; `cluster` when running as a node of a cluster
+    /// (whose tokens are signed with the cluster's key).
+    pub fn new(
+        cfg: Config,
+        store: Arc<dyn Store>,
+        cluster: Option<Arc<Cluster>>,
+        tokens: Tokens,
+    ) -> anyhow::Result<Arc<App>> {
         let passwords = Passwords::new(cfg.argon2_memory_kib, cfg.argon2_iterations)?;
+        let hub = Arc::new(Hub::default());
         Ok(Arc::new(App {
             limits: cfg.limits.clone(),
             cfg,
             store,
-            hub: Hub::default(),
+            fanout: Fanout {
+                hub: hub.clone(),
+                cluster: cluster.clone(),
+            },
+            hub,
+            sequencer: cluster
+                .as_ref()
+                .map(|_| Mutex::new(Sequencer::new(SEQUENCER_CAP))),
+            cluster,
             tokens,
             passwords,
             metrics: Metrics::default(),
@@ -130,8 +161,23 @@ impl App {
 
     // ---- rate limits -------------------------------------------------
 
-    pub fn check_login_rate(&self, ip: IpAddr) -> Result<()> {
+    /// Takes a login token for `ip`: from the cluster-wide bucket in cluster
+    /// mode, else (or while Redis is unreachable) from this node's.
+    pub async fn check_login_rate(&self, ip: IpAddr) -> Result<()> {
         let l = &self.limits;
+        if let Some(c) = &self.cluster
+            && let Some(r) = c
+                .take_token(
+                    "login",
+                    &ip.to_string(),
+                    l.login_rate_per_min,
+                    60_000,
+                    l.login_burst,
+                )
+                .await
+        {
+            return r.map_err(Error::rate_limited);
+        }
         let now = now_ms();
         let mut b = self.login_buckets.lock();
         b.entry(ip)
@@ -140,8 +186,17 @@ impl App {
             .map_err(Error::rate_limited)
     }
 
-    pub fn check_send_rate(&self, user_id: &str) -> Result<()> {
+    /// Takes a send token for `user_id`: from the cluster-wide bucket in
+    /// cluster mode, else (or while Redis is unreachable) from this node's.
+    pub async fn check_send_rate(&self, user_id: &str) -> Result<()> {
         let l = &self.limits;
+        if let Some(c) = &self.cluster
+            && let Some(r) = c
+                .take_token("send", user_id, l.send_rate_per_sec, 1000, l.send_burst)
+                .await
+        {
+            return r.map_err(Error::rate_limited);
+        }
         let now = now_ms();
         let mut b = self.send_buckets.lock();
         if let Some(bucket) = b.get_mut(user_id) {
@@ -338,8 +393,9 @@ impl App {
             .delete_session(&a.session_id)
             .await
             .map_err(store_err)?;
-        self.hub
-            .kick(&a.user_id, Some(&a.device_id), KickReason::LoggedOut);
+        self.fanout
+            .kick(&a.user_id, &a.device_id, KickReason::LoggedOut)
+            .await;
         Ok(())
     }
 
@@ -356,19 +412,21 @@ impl App {
         self.pending_acks
             .lock()
             .retain(|(u, d, _), _| !(u == &a.user_id && d == device_id));
-        self.hub
-            .kick(&a.user_id, Some(device_id), KickReason::Revoked);
+        self.fanout
+            .kick(&a.user_id, device_id, KickReason::Revoked)
+            .await;
         Ok(())
     }
 
     pub async fn devices(&self, a: &Actor) -> Result<DeviceList> {
         let devs = self.store.devices(&a.user_id).await.map_err(store_err)?;
+        let live = self.fanout.online_devices(&a.user_id).await;
         let now = now_ms();
         Ok(DeviceList {
             devices: devs
                 .into_iter()
                 .map(|d| {
-                    let online = self.hub.device_online(&a.user_id, &d.device_id);
+                    let online = live.contains(&d.device_id);
                     DeviceInfo {
                         last_seen: if online { now } else { d.last_seen },
                         online,
@@ -511,7 +569,7 @@ impl App {
                         let (m2, mine) = self.membership(&meta.conv_id, u).await?;
                         let obj = self.conv_object(&m2, &mine).await?;
                         let f = wire(ServerFrame::ConvAdded { conversation: obj });
-                        self.hub.to_user(u, a.conn, Priority::Event, &f);
+                        self.fanout.to_user(u, a.conn, Priority::Event, &f);
                         if a.user_id == peer {
                             break;
                         }
@@ -743,7 +801,7 @@ impl App {
                 content: validate::content(c, self.limits.max_content_bytes)?,
             },
         };
-        self.check_send_rate(&a.user_id)?;
+        self.check_send_rate(&a.user_id).await?;
         if let Some(d) = self
             .store
             .dedup(&a.user_id, cmid)
@@ -929,9 +987,9 @@ impl App {
         });
         if meta.member_count <= self.limits.receipt_group_max {
             let ids = self.store.member_ids(conv_id).await.map_err(store_err)?;
-            self.hub.to_members(&ids, a.conn, Priority::Event, &f);
+            self.fanout.to_members(&ids, a.conn, Priority::Event, &f);
         } else {
-            self.hub.to_user(&a.user_id, a.conn, Priority::Event, &f);
+            self.fanout.to_user(&a.user_id, a.conn, Priority::Event, &f);
         }
         Ok(())
     }
@@ -1005,7 +1063,7 @@ impl App {
             seq,
         });
         for s in senders {
-            self.hub.to_user(s, 0, Priority::Event, &f);
+            self.fanout.to_user(s, 0, Priority::Event, &f);
         }
         Ok(())
     }
@@ -1154,7 +1212,7 @@ impl App {
             conv_id: conv_id.to_owned(),
             user_id: a.user_id.clone(),
         });
-        self.hub
+        self.fanout
             .to_members(&others, a.conn, Priority::Ephemeral, &f);
         Ok(())
     }
@@ -1204,8 +1262,28 @@ impl App {
         Ok(out)
     }
 
+    /// The `presence` frame of each user (online anywhere in the cluster).
+    pub async fn presences(&self, users: &[String]) -> Vec<ServerFrame> {
+        let online = self.fanout.online(users).await;
+        let mut out = Vec::with_capacity(users.len());
+        for (u, on) in users.iter().zip(online) {
+            out.push(self.presence_frame(u, on).await);
+        }
+        out
+    }
+
     pub async fn presence_of(&self, user_id: &str) -> ServerFrame {
-        let online = self.hub.is_online(user_id);
+        let online = self
+            .fanout
+            .online(&[user_id.to_owned()])
+            .await
+            .first()
+            .copied()
+            .unwrap_or(false);
+        self.presence_frame(user_id, online).await
+    }
+
+    async fn presence_frame(&self, user_id: &str, online: bool) -> ServerFrame {
         let last_seen = if online {
             now_ms()
         } else {
@@ -1226,36 +1304,124 @@ impl App {
         }
     }
 
-    /// Pushes committed events (called by the dispatcher task, in commit
-    /// order): `conv_added` to added users first, then the event to every
-    /// online socket of every member but the one that sent it, then
-    /// `conv_removed`.
+    /// Pushes committed events to this node's sockets (called by the
+    /// dispatcher task, in commit order; in cluster mode also with the
+    /// events other nodes committed, which may come out of order: see
+    /// `Sequencer`).
     pub async fn deliver(&self, batch: Vec<Committed>) {
         for c in batch {
             let e = &c.event;
-            for u in &c.added {
-                if let Ok((meta, me)) = self.membership(&e.conv_id, u).await
-                    && let Ok(obj) = self.conv_object(&meta, &me).await
-                {
-                    let f = wire(ServerFrame::ConvAdded { conversation: obj });
-                    self.hub.to_user(u, c.origin, Priority::Event, &f);
+            if let Some(seqr) = &self.sequencer {
+                let admit = seqr.lock().admit(&e.conv_id, e.seq);
+                match admit {
+                    Admit::Repeat => {
+                        if let Some(cl) = &self.cluster {
+                            cl.stats.repeats_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                    Admit::Next => {}
+                    Admit::Gap { from, to } => self.fill_gap(&e.conv_id, from, to).await,
                 }
             }
-            let frame: Utf8Bytes = event_frame(e).into();
-            match self.store.member_ids(&e.conv_id).await {
-                Ok(ids) => self.hub.to_members(&ids, c.origin, Priority::Event, &frame),
-                Err(err) => tracing::error!(error = %err, "push skipped: members unreadable"),
+            self.push_event(e, c.origin).await;
+        }
+    }
+
+    /// Pushes the events `from..=to` of a conversation, read from the store
+    /// (committed before the event that revealed the gap, so readable).
+    async fn fill_gap(&self, conv_id: &str, from: u64, to: u64) {
+        let mut next = from.max(to.saturating_sub(MAX_GAP_FILL - 1));
+        while next <= to {
+            let page = match self.store.events(conv_id, next, to, 500).await {
+                Ok(p) => p,
+                Err(err) => {
+                    tracing::warn!(conv_id, error = %err, "gap fill failed; devices will sync");
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|e| e.seq) else {
+                return;
+            };
+            if let Some(cl) = &self.cluster {
+                cl.stats
+                    .gap_filled
+                    .fetch_add(page.len() as u64, Ordering::Relaxed);
             }
-            if let Some(u) = &c.removed {
-                let f = wire(ServerFrame::ConvRemoved {
-                    conv_id: e.conv_id.clone(),
-                });
-                self.hub.to_user(u, 0, Priority::Event, &f);
-                self.delivered
-                    .lock()
-                    .remove(&(u.clone(), e.conv_id.clone()));
+            for e in &page {
+                self.push_event(e, 0).await;
+            }
+            next = last + 1;
+        }
+    }
+
+    /// Pushes one event to this node's sockets: `conv_added` to the users
+    /// it added first, then the event to every member's sockets but
+    /// `origin`, then `conv_removed` to the user it removed.
+    async fn push_event(&self, e: &Event, origin: u64) {
+        // The socket that sent it, if on this node: known by the commit
+        // (`origin`), else (a gap fill) by its pending client_msg_id.
+        let sender = match &e.client_msg_id {
+            Some(cmid) => self.hub.take_sender(&e.sender, &e.sender_device, cmid),
+            None => None,
+        };
+        let origin = if origin != 0 {
+            origin
+        } else {
+            sender.unwrap_or(0)
+        };
+        let (added, removed) = membership_change(e);
+        for u in &added {
+            // Only users with a socket on this node need the object (a
+            // 1,000-user addition would otherwise read 1,000 memberships).
+            if !self.hub.is_online(u) {
+                continue;
+            }
+            if let Ok((meta, me)) = self.membership(&e.conv_id, u).await
+                && let Ok(obj) = self.conv_object(&meta, &me).await
+            {
+                let f = wire(ServerFrame::ConvAdded { conversation: obj });
+                self.hub.to_user(u, origin, Priority::Event, &f);
             }
         }
+        let frame: Utf8Bytes = event_frame(e).into();
+        match self.store.member_ids(&e.conv_id).await {
+            Ok(ids) => self.hub.to_members(&ids, origin, Priority::Event, &frame),
+            Err(err) => tracing::error!(error = %err, "push skipped: members unreadable"),
+        }
+        if let Some(u) = removed {
+            let f = wire(ServerFrame::ConvRemoved {
+                conv_id: e.conv_id.clone(),
+            });
+            self.hub.to_user(&u, 0, Priority::Event, &f);
+            self.delivered.lock().remove(&(u, e.conv_id.clone()));
+        }
+    }
+}
+
+/// Who an event added to or removed from its conversation, read from the
+/// event itself (protocol 1.1: `member_joined` has `user_ids`,
+/// `member_left` and `member_removed` have `user_id`), so events from the
+/// store or another node need nothing beside them.
+fn membership_change(e: &Event) -> (Vec<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        user_ids: Vec<String>,
+        #[serde(default)]
+        user_id: Option<String>,
+    }
+    let body = || {
+        e.content
+            .as_ref()
+            .and_then(|c| serde_json::from_str::<Body>(c.get()).ok())
+    };
+    match e.kind {
+        EventKind::MemberJoined => (body().map(|b| b.user_ids).unwrap_or_default(), None),
+        EventKind::MemberLeft | EventKind::MemberRemoved => {
+            (Vec::new(), body().and_then(|b| b.user_id))
+        }
+        _ => (Vec::new(), None),
     }
 }
 
@@ -1296,14 +1462,22 @@ fn member_info(m: Member) -> MemberInfo {
     }
 }
 
+/// Committed events on their way to this node's dispatcher.
+pub enum Delivery {
+    /// Committed by this node (in commit order; published to the cluster).
+    Local(Vec<Committed>),
+    /// Committed by another node, received from the bus.
+    Remote(Vec<Committed>),
+}
+
 /// Hands committed events from the store's writer to the dispatcher task.
-pub struct Dispatch(pub mpsc::Sender<Vec<Committed>>);
+pub struct Dispatch(pub mpsc::Sender<Delivery>);
 
 impl EventSink for Dispatch {
     fn committed(&self, batch: Vec<Committed>) {
         // The writer is a plain thread: waiting here is backpressure on
         // commits when pushing falls behind (the queue holds 1024 batches).
-        if self.0.blocking_send(batch).is_err() {
+        if self.0.blocking_send(Delivery::Local(batch)).is_err() {
             tracing::warn!("dispatcher gone; committed events not pushed");
         }
     }

@@ -99,16 +99,34 @@ pub struct Tokens {
 impl Tokens {
     /// Loads the key from `dir/token.key`, creating it on first start.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Tokens> {
-        let path = dir.join("token.key");
-        if let Ok(bytes) = std::fs::read(&path) {
-            let key: [u8; 32] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("{} must hold 32 bytes", path.display()))?;
+        if let Some(key) = Self::read_key(dir)? {
             return Ok(Tokens { key });
         }
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
+        Self::save_key(dir, &key)?;
+        Ok(Tokens { key })
+    }
+
+    /// Signs with a given key (a cluster's, shared by every node).
+    pub fn from_key(key: [u8; 32]) -> Tokens {
+        Tokens { key }
+    }
+
+    /// The key in `dir/token.key`, if there is one.
+    pub fn read_key(dir: &Path) -> anyhow::Result<Option<[u8; 32]>> {
+        let path = dir.join("token.key");
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!("{} must hold 32 bytes", path.display())
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Writes `dir/token.key` atomically, readable by its owner only.
+    pub fn save_key(dir: &Path, key: &[u8; 32]) -> anyhow::Result<()> {
         let tmp = dir.join("token.key.tmp");
         std::fs::write(&tmp, key)?;
         #[cfg(unix)]
@@ -117,8 +135,8 @@ impl Tokens {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
         }
         std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(Tokens { key })
+        std::fs::rename(&tmp, dir.join("token.key"))?;
+        Ok(())
     }
 
     fn mac(&self) -> HmacSha256 {

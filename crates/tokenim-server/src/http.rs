@@ -189,7 +189,7 @@ async fn create_account(
     req: Request,
 ) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
     let (parts, body) = req.into_parts();
-    app.check_login_rate(client_ip(&parts.extensions))?;
+    app.check_login_rate(client_ip(&parts.extensions)).await?;
     let JsonBody(body) =
         JsonBody::<CreateAccount>::from_request(Request::from_parts(parts, body), &app).await?;
     Ok((StatusCode::CREATED, axum::Json(app.register(body).await?)))
@@ -200,7 +200,7 @@ async fn create_session(
     req: Request,
 ) -> ApiResult<(StatusCode, axum::Json<SessionCreated>)> {
     let (parts, body) = req.into_parts();
-    app.check_login_rate(client_ip(&parts.extensions))?;
+    app.check_login_rate(client_ip(&parts.extensions)).await?;
     let JsonBody(body) =
         JsonBody::<CreateSession>::from_request(Request::from_parts(parts, body), &app).await?;
     Ok((StatusCode::CREATED, axum::Json(app.login(body).await?)))
@@ -610,8 +610,10 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let body = app
-        .metrics
-        .render(app.hub.connections(), app.hub.online_users());
+    let body = app.metrics.render(
+        app.hub.connections(),
+        app.hub.online_users(),
+        app.cluster.as_ref().map(|c| &c.stats),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -2,7 +2,7 @@
 //! presence subscriptions, and fan-out of frames to them. Nothing here
 //! awaits while holding a lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,6 +20,11 @@ pub struct Conn {
     pub outbox: Outbox,
     /// Users this socket watches the presence of.
     pub presence_subs: Mutex<Vec<String>>,
+    /// `client_msg_id`s of timeline requests this socket sent whose event
+    /// was not pushed yet (nor failed): the socket that sent an event is
+    /// not pushed it, also when the event reaches this node by another path
+    /// than its own commit (a cluster's gap fill).
+    pub sending: Mutex<HashSet<String>>,
 }
 
 impl Conn {
@@ -54,6 +59,7 @@ impl Hub {
             device_id: device_id.to_owned(),
             outbox: Outbox::default(),
             presence_subs: Mutex::new(Vec::new()),
+            sending: Mutex::new(HashSet::new()),
         })
     }
 
@@ -128,6 +134,23 @@ impl Hub {
 
     pub fn last_seen(&self, user_id: &str) -> Option<i64> {
         self.last_seen.lock().get(user_id).copied()
+    }
+
+    /// Remembers when a user went offline (told by another node).
+    pub fn note_last_seen(&self, user_id: &str, at_ms: i64) {
+        let mut seen = self.last_seen.lock();
+        let slot = seen.entry(user_id.to_owned()).or_insert(at_ms);
+        *slot = (*slot).max(at_ms);
+    }
+
+    /// Every live socket as (user, device, connection ID).
+    pub fn local_devices(&self) -> Vec<(String, String, u64)> {
+        self.users
+            .read()
+            .values()
+            .flatten()
+            .map(|c| (c.user_id.clone(), c.device_id.clone(), c.id))
+            .collect()
     }
 
     /// Sends `frame` to every socket of `user_id` except `skip`.
@@ -221,6 +244,24 @@ impl Hub {
         for list in self.users.read().values() {
             for conn in list {
                 conn.outbox.close(c);
+            }
+        }
+    }
+
+    /// The socket of `user`'s `device` here that sent `client_msg_id` and
+    /// was not pushed its event yet, forgetting the request.
+    pub fn take_sender(&self, user_id: &str, device_id: &str, client_msg_id: &str) -> Option<u64> {
+        let users = self.users.read();
+        users.get(user_id)?.iter().find_map(|c| {
+            (c.device_id == device_id && c.sending.lock().remove(client_msg_id)).then_some(c.id)
+        })
+    }
+
+    /// Kicks one socket, if it is still the given user's and device's.
+    pub fn kick_conn(&self, user_id: &str, device_id: &str, conn: u64, reason: KickReason) {
+        for c in self.conns_of(user_id) {
+            if c.id == conn && c.device_id == device_id {
+                c.outbox.close(Close::Kick(reason));
             }
         }
     }

@@ -1,5 +1,7 @@
 //! The tokenim server: the HTTP API, the WebSocket gateway, authentication,
-//! the registry of online devices and the push of committed events.
+//! the registry of online devices and the push of committed events, on one
+//! node or as a node of a cluster sharing a database and a Redis
+//! ([`cluster`]).
 //!
 //! It enforces the protocol's rules through [`app::App`], stores through the
 //! `tokenim-store` trait (never an engine directly) and must not contain
@@ -7,7 +9,9 @@
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
+pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
-use crate::app::{App, Dispatch};
+use crate::app::{App, Delivery, Dispatch};
+use crate::auth::Tokens;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::outbox::Close;
 
@@ -91,19 +93,57 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server>
     let tls = tls_acceptor(&cfg)?;
     let listener = bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let app = App::new(cfg, store.clone())?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let (cluster, tokens) = match &cfg.redis_url {
+        Some(_) => {
+            let c = Cluster::connect(&cfg).await?;
+            let key = c.shared_token_key(&cfg.data_dir).await?;
+            if cfg.database_url.is_none() {
+                tracing::warn!(
+                    "cluster mode with the embedded store: nodes do not share their timelines"
+                );
+            }
+            tracing::info!(node_id = %c.node, prefix = %cfg.redis_prefix, "joining the cluster");
+            (Some(c), Tokens::from_key(key))
+        }
+        None => (None, Tokens::load_or_create(&cfg.data_dir)?),
+    };
+    let app = App::new(cfg, store.clone(), cluster.clone(), tokens)?;
 
     let (dtx, mut drx) = mpsc::channel(1024);
-    store.set_sink(Arc::new(Dispatch(dtx)));
+    store.set_sink(Arc::new(Dispatch(dtx.clone())));
     let dispatcher = {
         let app = app.clone();
         tokio::spawn(async move {
-            while let Some(batch) = drx.recv().await {
-                app.deliver(batch).await;
+            while let Some(d) = drx.recv().await {
+                match d {
+                    Delivery::Local(batch) => {
+                        if let Some(c) = &app.cluster {
+                            c.publish_events(&batch);
+                        }
+                        app.deliver(batch).await;
+                    }
+                    Delivery::Remote(batch) => app.deliver(batch).await,
+                }
             }
         })
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let cluster_tasks = match &cluster {
+        Some(c) => {
+            let tasks = c.spawn(app.clone(), dtx, stop_rx.clone());
+            // Listen only once other nodes' traffic reaches this one.
+            if !c.wait_subscribed(Duration::from_secs(5)).await {
+                tracing::warn!("not subscribed to the cluster bus yet; serving anyway");
+            }
+            tasks
+        }
+        None => {
+            drop(dtx);
+            Vec::new()
+        }
+    };
     let ticker = {
         let app = app.clone();
         let mut stop = stop_rx.clone();
@@ -140,6 +180,12 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server>
             let _ = ticker.await;
             app.flush_acks().await;
             app.store.shutdown().await;
+            if let Some(c) = &app.cluster {
+                c.leave().await;
+            }
+            for t in cluster_tasks {
+                t.abort();
+            }
             dispatcher.abort();
             tracing::info!("stopped");
             Ok(())
@@ -225,10 +271,7 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let store = tokenim_store::sql::SqlStore::connect(url, cfg.database_pool)
                 .await
                 .with_context(|| {
-                    format!(
-                        "opening the database {}",
-                        tokenim_store::sql::redact(url)
-                    )
+                    format!("opening the database {}", tokenim_store::sql::redact(url))
                 })?;
             Ok(store)
         }

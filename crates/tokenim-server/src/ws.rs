@@ -19,7 +19,7 @@ use tokenim_proto::*;
 use tokio::time::Instant;
 
 use crate::app::{Actor, App, TimelineReq, now_ms};
-use crate::hub::{Conn, PresenceChange};
+use crate::hub::Conn;
 use crate::outbox::{Close, Priority};
 
 /// How long a new socket has to authenticate.
@@ -85,15 +85,13 @@ async fn serve(app: Arc<App>, mut socket: WebSocket) {
             server_time: now_ms(),
         },
     );
-    if app.hub.register(&conn) == PresenceChange::Online {
-        app.hub.announce(&actor.user_id, true, now_ms());
-    }
     // Unregisters however this task ends (also if it were to panic), so the
     // hub never keeps a dead socket.
     let _registered = Registered {
         app: app.clone(),
         conn: conn.clone(),
     };
+    app.fanout.connected(&conn).await;
     let _ = app
         .store
         .touch_device(&actor.user_id, &actor.device_id, now_ms(), false)
@@ -117,10 +115,7 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let now = now_ms();
-        if self.app.hub.unregister(&self.conn, now) == PresenceChange::Offline {
-            self.app.hub.announce(&self.conn.user_id, false, now);
-        }
+        self.app.fanout.disconnected(&self.conn);
     }
 }
 
@@ -335,17 +330,17 @@ async fn handle_typed(
         "send" => {
             let f: SendFrame = parse(text)?;
             let req = TimelineReq::Send(f.content);
-            return timeline(app, actor, f.id, f.conv_id, f.client_msg_id, req).await;
+            return timeline(app, actor, conn, f.id, f.conv_id, f.client_msg_id, req).await;
         }
         "recall" => {
             let f: RecallFrame = parse(text)?;
             let req = TimelineReq::Recall(f.target_seq);
-            return timeline(app, actor, f.id, f.conv_id, f.client_msg_id, req).await;
+            return timeline(app, actor, conn, f.id, f.conv_id, f.client_msg_id, req).await;
         }
         "edit" => {
             let f: EditFrame = parse(text)?;
             let req = TimelineReq::Edit(f.target_seq, f.content);
-            return timeline(app, actor, f.id, f.conv_id, f.client_msg_id, req).await;
+            return timeline(app, actor, conn, f.id, f.conv_id, f.client_msg_id, req).await;
         }
         "ack" => {
             let f: AckFrame = parse(text)?;
@@ -372,8 +367,7 @@ async fn handle_typed(
             let f: PresenceSubFrame = parse(text)?;
             let allowed = app.presence_allowed(actor, &f.user_ids).await?;
             app.hub.set_subs(conn, allowed.clone());
-            for u in allowed {
-                let p = app.presence_of(&u).await;
+            for p in app.presences(&allowed).await {
                 conn.send(Priority::Control, &p);
             }
         }
@@ -389,15 +383,31 @@ async fn handle_typed(
 async fn timeline(
     app: &Arc<App>,
     actor: &Actor,
+    conn: &Arc<Conn>,
     id: Option<RequestId>,
     conv_id: String,
     cmid: String,
     req: TimelineReq,
 ) -> Result<Option<Reply>, Error> {
-    let p = app.prepare(actor, &conv_id, &cmid, req).await?;
+    // Until its event is pushed (or the request fails), this socket is the
+    // event's sender: it is not pushed its own event.
+    conn.sending.lock().insert(cmid.clone());
+    let p = match app.prepare(actor, &conv_id, &cmid, req).await {
+        Ok(p) => p,
+        Err(e) => {
+            conn.sending.lock().remove(&cmid);
+            return Err(e);
+        }
+    };
     let app = app.clone();
+    let conn = conn.clone();
     Ok(Some(Box::pin(async move {
-        match app.complete(&conv_id, &cmid, p).await {
+        let done = app.complete(&conv_id, &cmid, p).await;
+        if !done.as_ref().is_ok_and(|a| a.created) {
+            // A repeat or a failure: no event of this request comes.
+            conn.sending.lock().remove(&cmid);
+        }
+        match done {
             Ok(a) => ServerFrame::SendAck(SendAck {
                 id,
                 client_msg_id: a.client_msg_id,

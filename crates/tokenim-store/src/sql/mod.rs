@@ -456,16 +456,17 @@ impl SqlStore {
         self.d.sql(sql)
     }
 
-    /// Queues `job` on the writer of its conversation.
-    fn submit(&self, conv_id: &str, job: writer::Job) -> Result<(), writer::Job> {
+    /// Queues `job` on the writer of its conversation; `false` once the
+    /// store is shutting down.
+    fn submit(&self, conv_id: &str, job: writer::Job) -> bool {
         let shards = self.shards.read();
         if shards.is_empty() {
-            return Err(job);
+            return false;
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         conv_id.hash(&mut h);
         let i = (h.finish() % shards.len() as u64) as usize;
-        shards[i].send(job).map_err(|e| e.0)
+        shards[i].send(job).is_ok()
     }
 
     fn run_job(&self, conv_id: &str, reqs: Vec<Append>, create: Option<ConvMeta>) -> AppendFuture {
@@ -479,7 +480,7 @@ impl SqlStore {
             },
         );
         Box::pin(async move {
-            if sent.is_err() {
+            if !sent {
                 return Err(StoreError::Engine("the store is shutting down".into()));
             }
             rx.await

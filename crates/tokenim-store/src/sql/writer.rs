@@ -205,11 +205,7 @@ struct Work {
 }
 
 impl Shard {
-    pub fn new(
-        d: Dialect,
-        pool: AnyPool,
-        committed: std::sync::mpsc::Sender<Handoff>,
-    ) -> Shard {
+    pub fn new(d: Dialect, pool: AnyPool, committed: std::sync::mpsc::Sender<Handoff>) -> Shard {
         Shard { d, pool, committed }
     }
 
