@@ -498,16 +498,11 @@ impl App {
     /// The caller's membership, or `not_found` (never revealing existence).
     pub async fn membership(&self, conv_id: &str, user_id: &str) -> Result<(ConvMeta, Member)> {
         validate::opaque_id("conv_id", conv_id)?;
-        let conv = self.store.conv(conv_id).await.map_err(store_err)?;
-        let member = self
-            .store
-            .member(conv_id, user_id)
+        self.store
+            .membership(conv_id, user_id)
             .await
-            .map_err(store_err)?;
-        match (conv, member) {
-            (Some(c), Some(m)) => Ok((c, m)),
-            _ => Err(Error::no_conversation()),
-        }
+            .map_err(store_err)?
+            .ok_or_else(Error::no_conversation)
     }
 
     pub async fn conv_object(&self, meta: &ConvMeta, me: &Member) -> Result<Conversation> {

@@ -111,6 +111,18 @@ pub trait Store: Send + Sync + 'static {
     async fn create_group(&self, req: NewGroup) -> StoreResult<ConvMeta>;
     async fn conv(&self, conv_id: &str) -> StoreResult<Option<ConvMeta>>;
     async fn member(&self, conv_id: &str, user_id: &str) -> StoreResult<Option<Member>>;
+    /// The conversation and the user's member record in it, when both
+    /// exist (one read where the engine can).
+    async fn membership(
+        &self,
+        conv_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<(ConvMeta, Member)>> {
+        let Some(conv) = self.conv(conv_id).await? else {
+            return Ok(None);
+        };
+        Ok(self.member(conv_id, user_id).await?.map(|m| (conv, m)))
+    }
     /// Members in user ID order after `after`, at most `limit`.
     async fn members_page(
         &self,

@@ -945,6 +945,27 @@ impl Store for SqlStore {
         row.map(|r| member_from_row(&r, 0)).transpose()
     }
 
+    async fn membership(
+        &self,
+        conv_id: &str,
+        user_id: &str,
+    ) -> StoreResult<Option<(ConvMeta, Member)>> {
+        let sql = self.q(&format!(
+            "SELECT {CONV_COLS}, e.body, {MEMBER_COLS} FROM convs c \
+             JOIN members m ON m.conv_id = c.conv_id AND m.user_id = ? \
+             LEFT JOIN events e ON e.conv_id = c.conv_id AND e.seq = c.last_seq \
+             WHERE c.conv_id = ?"
+        ));
+        let row = sqlx::query(&sql)
+            .bind(user_id)
+            .bind(conv_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(engine)?;
+        row.map(|r| Ok((conv_from_row(&r, 0, true)?, member_from_row(&r, 13)?)))
+            .transpose()
+    }
+
     async fn members_page(
         &self,
         conv_id: &str,

@@ -140,16 +140,15 @@ pub(crate) async fn put_members(
     conv_id: &str,
     members: &[Member],
 ) -> StoreResult<()> {
-    put_members_raw(d, tx, conv_id, members)
-        .await
-        .map_err(engine)
+    let rows: Vec<(&str, &Member)> = members.iter().map(|m| (conv_id, m)).collect();
+    put_members_raw(d, tx, &rows).await.map_err(engine)
 }
 
+/// Member rows of any conversations, in one multi-row upsert per chunk.
 async fn put_members_raw(
     d: Dialect,
     tx: &mut Transaction<'static, Any>,
-    conv_id: &str,
-    members: &[Member],
+    members: &[(&str, &Member)],
 ) -> Result<(), sqlx::Error> {
     let cols = [
         "conv_id",
@@ -169,9 +168,9 @@ async fn put_members_raw(
             chunk.len(),
         );
         let mut q = sqlx::query(&sql);
-        for m in chunk {
+        for (conv_id, m) in chunk {
             q = q
-                .bind(conv_id.to_owned())
+                .bind((*conv_id).to_owned())
                 .bind(m.user_id.clone())
                 .bind(enum_str(&m.role))
                 .bind(m.muted_until)
@@ -188,6 +187,8 @@ async fn put_members_raw(
 #[derive(Default)]
 struct Work {
     convs: HashMap<String, ConvMeta>,
+    /// The conversations' `members_ver` as locked.
+    vers: HashMap<String, i64>,
     /// Conversations whose member list changed (their version moves).
     members_moved: HashSet<String>,
     /// (conv, user) -> the member, `None` when not (or no longer) a member.
@@ -318,6 +319,7 @@ impl Shard {
             }
             for r in q.fetch_all(&mut **tx).await? {
                 let meta = super::conv_from_row(&r, 0, false).map_err(decode)?;
+                w.vers.insert(meta.conv_id.clone(), r.try_get(11)?);
                 w.convs.insert(meta.conv_id.clone(), meta);
             }
         }
@@ -469,29 +471,63 @@ impl Shard {
             }
             q.execute(&mut **tx).await?;
         }
-        for id in &w.dirty_convs {
-            let m = &w.convs[id];
-            let moved = w.members_moved.contains(id) as i64;
-            sqlx::query(&d.sql(
-                "UPDATE convs SET title = ?, only_admins_send = ?, last_seq = ?, last_ts = ?, \
-                 msg_count = ?, member_count = ?, members_ver = members_ver + ? \
-                 WHERE conv_id = ?",
-            ))
-            .bind(m.title.clone())
-            .bind(m.only_admins_send as i64)
-            .bind(m.last_seq as i64)
-            .bind(m.last_ts)
-            .bind(m.msg_count as i64)
-            .bind(m.member_count as i64)
-            .bind(moved)
-            .bind(id.clone())
-            .execute(&mut **tx)
-            .await?;
+        // The conversations' new positions: one multi-row upsert (every row
+        // exists and is locked, so it is an update).
+        let dirty: Vec<&String> = w.dirty_convs.iter().collect();
+        let cols = [
+            "conv_id",
+            "ty",
+            "title",
+            "created_at",
+            "only_admins_send",
+            "pair_a",
+            "pair_b",
+            "last_seq",
+            "last_ts",
+            "msg_count",
+            "member_count",
+            "members_ver",
+        ];
+        for chunk in dirty.chunks(CHUNK) {
+            let update = [
+                "title",
+                "only_admins_send",
+                "last_seq",
+                "last_ts",
+                "msg_count",
+                "member_count",
+                "members_ver",
+            ];
+            let sql = d.upsert("convs", &cols, &["conv_id"], &update, chunk.len());
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                let m = &w.convs[*id];
+                let ver =
+                    w.vers.get(*id).copied().unwrap_or(0) + w.members_moved.contains(*id) as i64;
+                let (a, b) = match &m.pair {
+                    Some((a, b)) => (Some(a.clone()), Some(b.clone())),
+                    None => (None, None),
+                };
+                q = q
+                    .bind((*id).clone())
+                    .bind(enum_str(&m.ty))
+                    .bind(m.title.clone())
+                    .bind(m.created_at)
+                    .bind(m.only_admins_send as i64)
+                    .bind(a)
+                    .bind(b)
+                    .bind(m.last_seq as i64)
+                    .bind(m.last_ts)
+                    .bind(m.msg_count as i64)
+                    .bind(m.member_count as i64)
+                    .bind(ver);
+            }
+            q.execute(&mut **tx).await?;
         }
-        let mut put: HashMap<&str, Vec<Member>> = HashMap::new();
+        let mut put: Vec<(&str, &Member)> = Vec::new();
         for k in &w.dirty_members {
             match &w.members[k] {
-                Some(m) => put.entry(k.0.as_str()).or_default().push(m.clone()),
+                Some(m) => put.push((k.0.as_str(), m)),
                 None => {
                     for table in ["members", "acks"] {
                         sqlx::query(&d.sql(&format!(
@@ -505,11 +541,7 @@ impl Shard {
                 }
             }
         }
-        let mut put: Vec<_> = put.into_iter().collect();
-        put.sort_by(|a, b| a.0.cmp(b.0));
-        for (conv, members) in put {
-            put_members_raw(d, tx, conv, &members).await?;
-        }
+        put_members_raw(d, tx, &put).await?;
         Ok(())
     }
 }
