@@ -1304,6 +1304,9 @@ impl App {
     /// events other nodes committed, which may come out of order: see
     /// `Sequencer`).
     pub async fn deliver(&self, batch: Vec<Committed>) {
+        // Member lists read for this batch, by conversation (valid until the
+        // conversation's next membership event).
+        let mut lists: HashMap<String, Arc<[String]>> = HashMap::new();
         for c in batch {
             let e = &c.event;
             if let Some(seqr) = &self.sequencer {
@@ -1319,7 +1322,29 @@ impl App {
                     Admit::Gap { from, to } => self.fill_gap(&e.conv_id, from, to).await,
                 }
             }
-            self.push_event(e, c.origin).await;
+            let members = match c.members {
+                Some(m) => Some(m),
+                None if !matches!(
+                    e.kind,
+                    EventKind::MemberJoined | EventKind::MemberLeft | EventKind::MemberRemoved
+                ) =>
+                {
+                    lists.get(&e.conv_id).cloned()
+                }
+                None => None,
+            };
+            let members = match members {
+                Some(m) => m,
+                None => match self.store.member_ids(&e.conv_id).await {
+                    Ok(ids) => ids,
+                    Err(err) => {
+                        tracing::error!(error = %err, "push skipped: members unreadable");
+                        continue;
+                    }
+                },
+            };
+            lists.insert(e.conv_id.clone(), members.clone());
+            self.push_event(e, c.origin, Some(members)).await;
         }
     }
 
@@ -1344,7 +1369,7 @@ impl App {
                     .fetch_add(page.len() as u64, Ordering::Relaxed);
             }
             for e in &page {
-                self.push_event(e, 0).await;
+                self.push_event(e, 0, None).await;
             }
             next = last + 1;
         }
@@ -1353,7 +1378,9 @@ impl App {
     /// Pushes one event to this node's sockets: `conv_added` to the users
     /// it added first, then the event to every member's sockets but
     /// `origin`, then `conv_removed` to the user it removed.
-    async fn push_event(&self, e: &Event, origin: u64) {
+    /// Pushes one event; `members` is the member list after it, read here
+    /// when not given.
+    async fn push_event(&self, e: &Event, origin: u64, members: Option<Arc<[String]>>) {
         // The socket that sent it, if on this node: known by the commit
         // (`origin`), else (a gap fill) by its pending client_msg_id.
         let sender = match &e.client_msg_id {
@@ -1380,7 +1407,11 @@ impl App {
             }
         }
         let frame: Utf8Bytes = event_frame(e).into();
-        match self.store.member_ids(&e.conv_id).await {
+        let members = match members {
+            Some(m) => Ok(m),
+            None => self.store.member_ids(&e.conv_id).await,
+        };
+        match members {
             Ok(ids) => self.hub.to_members(&ids, origin, Priority::Event, &frame),
             Err(err) => tracing::error!(error = %err, "push skipped: members unreadable"),
         }

@@ -213,6 +213,10 @@ pub struct Committed {
     pub added: Vec<String>,
     /// A user who stopped being a member with this event.
     pub removed: Option<String>,
+    /// The conversation's members (sorted) right after this event, when the
+    /// engine knows them without a read (the SQL engine does: it read them
+    /// under the commit's lock), so pushing costs no round trip.
+    pub members: Option<Arc<[String]>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

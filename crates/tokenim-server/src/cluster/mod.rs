@@ -628,6 +628,7 @@ impl Cluster {
                         origin: 0,
                         added: Vec::new(),
                         removed: None,
+                        members: None,
                     })
                     .collect();
                 // Bounded: when this node is this far behind, the events are

@@ -431,6 +431,7 @@ async fn out_of_order_events_reach_sockets_in_order_without_gaps() {
         origin: 0,
         added: Vec::new(),
         removed: None,
+        members: None,
     };
     let sock = n1.connect(bob, "d").await;
     // alice's socket here sent m1 (seq 3) and was not pushed it yet.

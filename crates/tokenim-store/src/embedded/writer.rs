@@ -697,6 +697,7 @@ impl Writer {
             origin: a.origin,
             added,
             removed,
+            members: None,
         });
         Ok(AppendOutcome::Created(event))
     }

@@ -384,7 +384,16 @@ fn now_ms() -> i64 {
 }
 
 /// A conversation's member list as last read, with the version it had.
-type MemberCache = HashMap<String, (i64, Arc<[String]>)>;
+pub(crate) type MemberCache = HashMap<String, (i64, Arc<[String]>)>;
+
+/// Remembers a member list (dropping everything when full).
+pub(crate) fn remember(cache: &Mutex<MemberCache>, conv_id: &str, ver: i64, ids: Arc<[String]>) {
+    let mut c = cache.lock();
+    if c.len() >= MEMBER_CACHE && !c.contains_key(conv_id) {
+        c.clear();
+    }
+    c.insert(conv_id.to_owned(), (ver, ids));
+}
 
 /// The PostgreSQL / MySQL store.
 pub struct SqlStore {
@@ -394,7 +403,7 @@ pub struct SqlStore {
     shard_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     sink: Arc<Mutex<Option<Arc<dyn EventSink>>>>,
     forwarder: Mutex<Option<std::thread::JoinHandle<()>>>,
-    members: Mutex<MemberCache>,
+    members: Arc<Mutex<MemberCache>>,
 }
 
 /// Most conversations whose member lists are cached.
@@ -433,11 +442,12 @@ impl SqlStore {
         };
         // Writers: a quarter of the pool, so reads always find connections.
         let n = (pool_size / 4).clamp(1, 8) as usize;
+        let members = Arc::new(Mutex::new(HashMap::new()));
         let mut shards = Vec::with_capacity(n);
         let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
             let (tx, rx) = mpsc::unbounded_channel();
-            let w = writer::Shard::new(d, pool.clone(), ctx.clone());
+            let w = writer::Shard::new(d, pool.clone(), ctx.clone(), members.clone());
             tasks.push(tokio::spawn(w.run(rx)));
             shards.push(tx);
         }
@@ -448,7 +458,7 @@ impl SqlStore {
             shard_tasks: Mutex::new(tasks),
             sink,
             forwarder: Mutex::new(Some(forwarder)),
-            members: Mutex::new(HashMap::new()),
+            members,
         })
     }
 
@@ -1025,11 +1035,7 @@ impl Store for SqlStore {
             ids.push(r.try_get::<String, _>(0).map_err(engine)?);
         }
         let ids: Arc<[String]> = ids.into();
-        let mut cache = self.members.lock();
-        if cache.len() >= MEMBER_CACHE {
-            cache.clear();
-        }
-        cache.insert(conv_id.to_owned(), (ver, ids.clone()));
+        remember(&self.members, conv_id, ver, ids.clone());
         Ok(ids)
     }
 

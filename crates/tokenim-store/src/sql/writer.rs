@@ -12,6 +12,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -42,6 +43,7 @@ pub(crate) struct Shard {
     d: Dialect,
     pool: AnyPool,
     committed: std::sync::mpsc::Sender<Handoff>,
+    members: Arc<Mutex<super::MemberCache>>,
 }
 
 /// Whether a failed transaction may succeed when run again.
@@ -191,6 +193,9 @@ struct Work {
     vers: HashMap<String, i64>,
     /// Conversations whose member list changed (their version moves).
     members_moved: HashSet<String>,
+    /// Each conversation's member IDs (sorted) as of the request applied
+    /// last, for the pushes.
+    lists: HashMap<String, Arc<[String]>>,
     /// (conv, user) -> the member, `None` when not (or no longer) a member.
     members: HashMap<(String, String), Option<Member>>,
     dedup: HashMap<(String, String), DedupRecord>,
@@ -206,8 +211,18 @@ struct Work {
 }
 
 impl Shard {
-    pub fn new(d: Dialect, pool: AnyPool, committed: std::sync::mpsc::Sender<Handoff>) -> Shard {
-        Shard { d, pool, committed }
+    pub fn new(
+        d: Dialect,
+        pool: AnyPool,
+        committed: std::sync::mpsc::Sender<Handoff>,
+        members: Arc<Mutex<super::MemberCache>>,
+    ) -> Shard {
+        Shard {
+            d,
+            pool,
+            committed,
+            members,
+        }
     }
 
     pub async fn run(self, mut rx: mpsc::UnboundedReceiver<Job>) {
@@ -244,7 +259,10 @@ impl Shard {
             }
         };
         match result {
-            Ok((answers, committed)) => {
+            Ok((answers, committed, lists)) => {
+                for (conv, ver, ids) in lists {
+                    super::remember(&self.members, &conv, ver, ids);
+                }
                 if !committed.is_empty() {
                     let (tx, rx) = oneshot::channel();
                     if self.committed.send((committed, tx)).is_err() || rx.await.is_err() {
@@ -292,7 +310,16 @@ impl Shard {
         }
         self.write(&mut tx, &w).await.map_err(Failure::of)?;
         tx.commit().await.map_err(Failure::of)?;
-        Ok((answers, w.committed))
+        let lists = w
+            .lists
+            .iter()
+            .map(|(conv, ids)| {
+                let ver =
+                    w.vers.get(conv).copied().unwrap_or(0) + w.members_moved.contains(conv) as i64;
+                (conv.clone(), ver, ids.clone())
+            })
+            .collect();
+        Ok((answers, w.committed, lists))
     }
 
     /// Locks and reads what the batch's rules need.
@@ -321,6 +348,42 @@ impl Shard {
                 let meta = super::conv_from_row(&r, 0, false).map_err(decode)?;
                 w.vers.insert(meta.conv_id.clone(), r.try_get(11)?);
                 w.convs.insert(meta.conv_id.clone(), meta);
+            }
+        }
+        // Member lists for the pushes: from the cache when its version is
+        // the locked one, else read here (under the lock, so exact).
+        let mut missing = Vec::new();
+        {
+            let cache = self.members.lock();
+            for (conv, ver) in &w.vers {
+                match cache.get(conv) {
+                    Some((v, ids)) if v == ver => {
+                        w.lists.insert(conv.clone(), ids.clone());
+                    }
+                    _ => missing.push(conv.clone()),
+                }
+            }
+        }
+        missing.sort();
+        for chunk in missing.chunks(CHUNK) {
+            let sql = d.sql(&format!(
+                "SELECT conv_id, user_id FROM members WHERE conv_id IN ({}) \
+                 ORDER BY conv_id, user_id",
+                marks(chunk.len())
+            ));
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            let mut found: HashMap<String, Vec<String>> =
+                chunk.iter().map(|c| (c.clone(), Vec::new())).collect();
+            for r in q.fetch_all(&mut **tx).await? {
+                let c: String = r.try_get(0)?;
+                let u: String = r.try_get(1)?;
+                found.entry(c).or_default().push(u);
+            }
+            for (c, ids) in found {
+                w.lists.insert(c, ids.into());
             }
         }
         // Dedup records of the requests that carry a client_msg_id.
@@ -546,7 +609,13 @@ impl Shard {
     }
 }
 
-type Answers = (Vec<Vec<StoreResult<AppendOutcome>>>, Vec<Committed>);
+/// Per job its answers; the committed events; each conversation's member
+/// list with the version it has after the commit.
+type Answers = (
+    Vec<Vec<StoreResult<AppendOutcome>>>,
+    Vec<Committed>,
+    Vec<(String, i64, Arc<[String]>)>,
+);
 
 enum Failure {
     Retry(String),
@@ -784,6 +853,18 @@ fn apply(w: &mut Work, a: Append, creating: bool) -> StoreResult<AppendOutcome> 
     }
     if !added.is_empty() || removed.is_some() {
         w.members_moved.insert(a.conv_id.clone());
+        let mut ids: Vec<String> = w
+            .lists
+            .get(&a.conv_id)
+            .map(|l| l.to_vec())
+            .unwrap_or_default();
+        ids.extend(added.iter().cloned());
+        if let Some(r) = &removed {
+            ids.retain(|u| u != r);
+        }
+        ids.sort();
+        ids.dedup();
+        w.lists.insert(a.conv_id.clone(), ids.into());
     }
     meta.last_seq = seq;
     meta.last_ts = ts;
@@ -805,6 +886,7 @@ fn apply(w: &mut Work, a: Append, creating: bool) -> StoreResult<AppendOutcome> 
         origin: a.origin,
         added,
         removed,
+        members: w.lists.get(&a.conv_id).cloned(),
     });
     Ok(AppendOutcome::Created(event))
 }
