@@ -5,6 +5,7 @@ skipped) into medians and markdown tables.
   table.py --median FILE     one line per (label, target): medians of the runs
   table.py --markdown FILE   the results table of docs/benchmarks.md
   table.py --compare FILE    tokenim and ejabberd side by side, per label
+  table.py --cluster FILE    one node against several (scripts/bench/cluster.sh)
 """
 import json
 import statistics
@@ -131,12 +132,26 @@ def compare(groups):
             print(f"| {label} | {name} | {cells[0]} | {cells[1]} |")
 
 
+def cluster(groups):
+    print("| label | nodes | runs | msgs/s (median, range) | ack p50 ms | ack p99 ms | recv p50 ms | recv p99 ms "
+          "| lost/dup/ooo | server CPU (all nodes) | db+redis CPU | bench CPU | other CPU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for (label, target), runs in groups.items():
+        t, unit = throughput(runs)
+        print(f"| {label} | {fmt(med(runs, 'nodes') or 1, 0)} | {len(runs)} | {fmt(t)} {unit}{spread(runs)} | "
+              f"{fmt(med(runs, 'p50_ms'), 2)} | {fmt(med(runs, 'p99_ms'), 2)} | "
+              f"{fmt(med(runs, 'recv_p50_ms'), 2)} | {fmt(med(runs, 'recv_p99_ms'), 2)} | {errors(runs)} | "
+              f"{fmt(med(runs, 'server_cpu_pct'), 0)}% | {fmt(med(runs, 'aux_cpu_pct'), 0)}% | "
+              f"{fmt(med(runs, 'bench_cpu_pct'), 0)}% | {fmt(med(runs, 'other_cpu_pct'), 0)}% |")
+
+
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in ("--median", "--markdown", "--compare"):
+    modes = {"--median": median_lines, "--markdown": markdown, "--compare": compare, "--cluster": cluster}
+    if len(sys.argv) != 3 or sys.argv[1] not in modes:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
     groups = load(sys.argv[2])
-    {"--median": median_lines, "--markdown": markdown, "--compare": compare}[sys.argv[1]](groups)
+    modes[sys.argv[1]](groups)
 
 
 if __name__ == "__main__":

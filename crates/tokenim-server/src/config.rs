@@ -43,6 +43,9 @@ pub struct Config {
     pub node_id: Option<String>,
     /// Prefix of every Redis key and channel, so clusters can share a Redis.
     pub redis_prefix: String,
+    /// Load balancers whose `X-Forwarded-For` names the client (for the
+    /// per-IP login limit); other peers are the client themselves.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub limits: Limits,
 }
 
@@ -62,13 +65,14 @@ impl Default for Config {
             redis_url: None,
             node_id: None,
             redis_prefix: "tokenim".to_owned(),
+            trusted_proxies: Vec::new(),
             limits: Limits::default(),
         }
     }
 }
 
 /// The top-level settings, by their names in the file and after `TOKENIM_`.
-pub const SETTINGS: [&str; 13] = [
+pub const SETTINGS: [&str; 14] = [
     "listen",
     "data_dir",
     "tls_cert",
@@ -82,6 +86,7 @@ pub const SETTINGS: [&str; 13] = [
     "redis_url",
     "node_id",
     "redis_prefix",
+    "trusted_proxies",
 ];
 
 impl Config {
@@ -153,6 +158,15 @@ impl Config {
                     bail!("node_id is 1-64 letters, digits, - or _");
                 }
                 self.node_id = Some(value.into())
+            }
+            "trusted_proxies" => {
+                self.trusted_proxies = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse())
+                    .collect::<Result<_, _>>()
+                    .context("trusted_proxies is a comma-separated list of IP addresses")?
             }
             "redis_prefix" => {
                 if value.is_empty() || value.len() > 64 || value.contains(char::is_whitespace) {

@@ -94,11 +94,31 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     serde_json::from_slice(body).map_err(|e| Error::bad_request(format!("bad JSON: {e}")).into())
 }
 
-fn client_ip(parts: &axum::http::Extensions) -> std::net::IpAddr {
-    parts
+/// The client's address: the peer, or, when the peer is a trusted load
+/// balancer, the right-most `X-Forwarded-For` entry that is not one.
+fn client_ip(app: &App, parts: &axum::http::request::Parts) -> std::net::IpAddr {
+    let peer = parts
+        .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let trusted = &app.cfg.trusted_proxies;
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<std::net::IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -189,7 +209,7 @@ async fn create_account(
     req: Request,
 ) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
     let (parts, body) = req.into_parts();
-    app.check_login_rate(client_ip(&parts.extensions)).await?;
+    app.check_login_rate(client_ip(&app, &parts)).await?;
     let JsonBody(body) =
         JsonBody::<CreateAccount>::from_request(Request::from_parts(parts, body), &app).await?;
     Ok((StatusCode::CREATED, axum::Json(app.register(body).await?)))
@@ -200,7 +220,7 @@ async fn create_session(
     req: Request,
 ) -> ApiResult<(StatusCode, axum::Json<SessionCreated>)> {
     let (parts, body) = req.into_parts();
-    app.check_login_rate(client_ip(&parts.extensions)).await?;
+    app.check_login_rate(client_ip(&app, &parts)).await?;
     let JsonBody(body) =
         JsonBody::<CreateSession>::from_request(Request::from_parts(parts, body), &app).await?;
     Ok((StatusCode::CREATED, axum::Json(app.login(body).await?)))

@@ -93,6 +93,10 @@ struct ServeArgs {
     /// Prefix of the cluster's Redis keys [default: tokenim].
     #[arg(long)]
     redis_prefix: Option<String>,
+    /// Load balancers (comma-separated IPs) whose X-Forwarded-For header
+    /// names the client, for the per-IP login limit [env TOKENIM_TRUSTED_PROXIES].
+    #[arg(long)]
+    trusted_proxies: Option<String>,
     /// A protocol limit, NAME=VALUE (repeatable), e.g. --limit heartbeat_ms=10000
     /// [env TOKENIM_LIMITS_<NAME>].
     #[arg(long = "limit", value_name = "NAME=VALUE")]
@@ -116,6 +120,7 @@ impl ServeArgs {
             ("redis_url", &self.redis_url),
             ("node_id", &self.node_id),
             ("redis_prefix", &self.redis_prefix),
+            ("trusted_proxies", &self.trusted_proxies),
         ];
         for (name, v) in flags {
             if let Some(v) = v {

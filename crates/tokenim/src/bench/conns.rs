@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::client::show_error_once;
 use super::hist::Hist;
-use super::net::{CpuProbe, kernel_tcp_bytes, now_us, rss_bytes};
+use super::net::{CpuProbe, kernel_tcp_bytes, now_us, rss_total};
 use super::setup::{Ctx, Ident};
 use super::{Common, fd_budget, result_head, round3};
 
@@ -139,15 +139,15 @@ pub async fn run(a: ConnsArgs) -> anyhow::Result<(Vec<String>, Map<String, Value
     let ctx = Arc::new(Ctx::new(&a.c).await?);
     fd_budget(&ctx, a.conns)?;
     let ids = ctx.idents(ctx.names("c", a.conns), |_| true).await?;
-    let rss0 = a.c.server_pid.and_then(rss_bytes);
+    let rss0 = rss_total(&a.c.server_pid);
     let k0 = kernel_tcp_bytes();
-    let probe = CpuProbe::start(a.c.server_pid);
+    let probe = CpuProbe::start(&a.c.server_pid).with_aux(&a.c.aux_procs);
     let set = IdleSet::open(&ctx, ids, 0, "conns: connected").await;
     let mut cpu = Map::new();
     let cpu_line = probe.finish(&mut cpu);
     let conn_secs = set.elapsed.as_secs_f64();
     tokio::time::sleep(Duration::from_secs_f64(a.hold)).await;
-    let rss1 = a.c.server_pid.and_then(rss_bytes);
+    let rss1 = rss_total(&a.c.server_pid);
     let k1 = kernel_tcp_bytes();
     let dropped = set.dropped.load(Ordering::Relaxed);
     let (connected, failed) = (set.connected, set.failed);

@@ -239,7 +239,7 @@ pub async fn run(a: GroupArgs) -> anyhow::Result<(Vec<String>, Map<String, Value
         }
     });
     let t0 = now_us();
-    let probe = CpuProbe::start(a.c.server_pid);
+    let probe = CpuProbe::start(&a.c.server_pid).with_aux(&a.c.aux_procs);
     let _ = go.send(true);
     let mut outs = Vec::new();
     for t in tasks {

@@ -60,15 +60,26 @@ pub enum Scenario {
 /// Options every load scenario takes.
 #[derive(Args, Clone, Debug)]
 pub struct Common {
-    /// The tokenim server (plain http; its WebSocket is /v1/ws).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// The tokenim server (plain http; its WebSocket is /v1/ws). For a
+    /// cluster, repeat it or give a comma-separated list of the nodes:
+    /// connections, logins and conversation setup are spread round-robin
+    /// over them (in `pairs` and `rate`, each receiver sits on another node
+    /// than its sender, so every message crosses the cluster bus).
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    pub url: Vec<String>,
     /// The server's admin token, for bulk account creation.
     #[arg(long, env = "TOKENIM_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
-    /// The server's process id, to read its memory (VmRSS).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's process id, to read its memory (VmRSS) and CPU time.
+    /// Repeat it (or a comma-separated list) for the nodes of a cluster:
+    /// their figures are added up.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Names of other processes (e.g. postgres,redis-server) whose CPU is
+    /// reported apart (`aux_cpu_pct`) instead of inside "rest of the
+    /// machine": the database and Redis of a cluster run.
+    #[arg(long, value_delimiter = ',')]
+    pub aux_procs: Vec<String>,
     /// Loopback source addresses: a list or a range, e.g.
     /// 127.0.0.1-127.0.0.16 (each gives another ~28k ephemeral ports).
     #[arg(long, default_value = "127.0.0.1")]
@@ -156,6 +167,9 @@ fn result_head(scenario: &str, c: &Common) -> Map<String, Value> {
     );
     if let Some(l) = &c.label {
         m.insert("label".into(), json!(l));
+    }
+    if c.url.len() > 1 {
+        m.insert("nodes".into(), json!(c.url.len()));
     }
     m.insert("ack_ms".into(), json!(c.ack_ms));
     m

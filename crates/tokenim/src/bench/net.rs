@@ -80,6 +80,14 @@ pub async fn connect(addr: SocketAddr, src: IpAddr) -> std::io::Result<TcpStream
     Ok(s)
 }
 
+/// VmRSS of the processes added up (none: unknown), in bytes.
+pub fn rss_total(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_bytes(p)).sum()
+}
+
 /// VmRSS of a process in bytes, from /proc/PID/status.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -114,6 +122,37 @@ pub fn cpu_secs(pid: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU seconds of every process whose name (`/proc/PID/comm`) is one of
+/// `names`, by pid.
+fn procs_cpu(names: &[String]) -> std::collections::HashMap<u32, f64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if names.iter().any(|n| n == comm.trim())
+            && let Some(t) = cpu_secs(&pid.to_string())
+        {
+            out.insert(pid, t);
+        }
+    }
+    out
+}
+
+/// CPU seconds of the processes added up (none: unknown).
+fn servers_cpu(pids: &[String]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| cpu_secs(p)).sum()
+}
+
 /// Busy CPU seconds of the whole machine (all cores), from /proc/stat.
 pub fn machine_busy_secs() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/stat").ok()?;
@@ -132,23 +171,39 @@ pub fn machine_busy_secs() -> Option<f64> {
 /// own, and everything else on the machine (other people's builds), each
 /// in percent of one core.
 pub struct CpuProbe {
-    server: Option<String>,
+    server: Vec<String>,
     t: Instant,
     s0: Option<f64>,
     b0: Option<f64>,
     m0: Option<f64>,
+    /// `--aux-procs`: the names, and each matching process's CPU seconds
+    /// at the start.
+    aux: Vec<String>,
+    a0: std::collections::HashMap<u32, f64>,
 }
 
 impl CpuProbe {
-    pub fn start(server_pid: Option<u32>) -> CpuProbe {
-        let server = server_pid.map(|p| p.to_string());
+    /// `server_pids`: the server's process, or every node of a cluster
+    /// (their CPU is added up).
+    pub fn start(server_pids: &[u32]) -> CpuProbe {
+        let server: Vec<String> = server_pids.iter().map(|p| p.to_string()).collect();
         CpuProbe {
-            s0: server.as_deref().and_then(cpu_secs),
+            s0: servers_cpu(&server),
             server,
             t: Instant::now(),
             b0: cpu_secs("self"),
             m0: machine_busy_secs(),
+            aux: Vec::new(),
+            a0: Default::default(),
         }
+    }
+
+    /// Also measures the processes named `names` (all of them, also those
+    /// that start during the phase), reported as `aux_cpu_pct`.
+    pub fn with_aux(mut self, names: &[String]) -> CpuProbe {
+        self.aux = names.to_vec();
+        self.a0 = procs_cpu(&self.aux);
+        self
     }
 
     /// Adds server_cpu_pct, bench_cpu_pct and other_cpu_pct to `m`, and
@@ -159,11 +214,20 @@ impl CpuProbe {
             (Some(a), Some(b)) => Some((b - a) / secs * 100.0),
             _ => None,
         };
-        let s = d(self.s0, self.server.as_deref().and_then(cpu_secs));
+        let s = d(self.s0, servers_cpu(&self.server));
         let b = d(self.b0, cpu_secs("self"));
         let all = d(self.m0, machine_busy_secs());
+        let aux = (!self.aux.is_empty()).then(|| {
+            let now = procs_cpu(&self.aux);
+            let used: f64 = now
+                .iter()
+                .map(|(pid, t)| t - self.a0.get(pid).copied().unwrap_or(0.0))
+                .map(|d| d.max(0.0))
+                .sum();
+            used / secs * 100.0
+        });
         let other = match (all, s, b) {
-            (Some(a), Some(s), Some(b)) => Some((a - s - b).max(0.0)),
+            (Some(a), Some(s), Some(b)) => Some((a - s - b - aux.unwrap_or(0.0)).max(0.0)),
             _ => None,
         };
         let r = |x: Option<f64>| serde_json::json!(x.map(|v| v.round()));
@@ -171,8 +235,15 @@ impl CpuProbe {
         m.insert("bench_cpu_pct".into(), r(b));
         m.insert("other_cpu_pct".into(), r(other));
         let f = |x: Option<f64>| x.map_or("?".to_string(), |v| format!("{v:.0}%"));
+        let aux_part = match aux {
+            Some(v) => {
+                m.insert("aux_cpu_pct".into(), r(Some(v)));
+                format!(", {} {}", self.aux.join("+"), f(Some(v)))
+            }
+            None => String::new(),
+        };
         format!(
-            "cpu (100% = one core, 2 cores here): server {}, bench {}, rest of the machine {}",
+            "cpu (100% = one core, 2 cores here): server {}, bench {}{aux_part}, rest of the machine {}",
             f(s),
             f(b),
             f(other)

@@ -216,12 +216,20 @@ async fn setup_pairs(ctx: &Arc<Ctx>, p: usize) -> anyhow::Result<Vec<(Conn, Conn
         }
         Target::Xmpp => receivers.iter().map(|r| r.name.clone()).collect(),
     };
+    // with several nodes, sender i is on node i and its receiver on the
+    // next one, so every message crosses the cluster bus
     let mut snd = ctx
-        .open_all("pairs: senders", &senders, |_| true, 0)
+        .open_all_on("pairs: senders", &senders, |_| true, 0, |i| i)
         .await?;
     let rcv = ctx
-        .open_all("pairs: receivers", &receivers, |_| false, p)
+        .open_all_on("pairs: receivers", &receivers, |_| false, p, |i| i + 1)
         .await?;
+    if ctx.nodes.len() > 1 {
+        ctx.note(format!(
+            "pairs: {p} senders and {p} receivers over {} nodes, each receiver on another node than its sender",
+            ctx.nodes.len()
+        ));
+    }
     for (c, conv) in snd.iter_mut().zip(&convs) {
         match c {
             Conn::Tim(t) => t.set_conv(conv),
@@ -265,7 +273,7 @@ async fn run_all(
         }));
     }
     tokio::time::sleep_until(at_us(t0_us)).await;
-    let probe = CpuProbe::start(ctx.c.server_pid);
+    let probe = CpuProbe::start(&ctx.c.server_pid).with_aux(&ctx.c.aux_procs);
     let _ = go.send(true);
     let quiet = ctx.c.quiet;
     let shp = sh.clone();
@@ -361,6 +369,12 @@ fn report(scenario: &str, c: &Common, run: &Run) -> (Vec<String>, Map<String, Va
         format!("lost {lost}, duplicated {dup}, out of order {ooo}, errors {errors}"),
         run.cpu_line.clone(),
     ];
+    if c.url.len() > 1 {
+        s.push(format!(
+            "{} nodes: senders spread round-robin, each receiver on another node than its sender",
+            c.url.len()
+        ));
+    }
     if let Some(f) = failures.first() {
         s.push(format!("{} pairs failed, first: {f}", failures.len()));
     }

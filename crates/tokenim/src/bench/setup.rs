@@ -37,11 +37,20 @@ pub struct Ident {
     pub token: String,
 }
 
+/// One tokenim server (a node of a cluster, or the only one).
+pub struct Node {
+    pub addr: SocketAddr,
+    /// The Host header value.
+    pub host: String,
+    /// The base URL, without a trailing slash.
+    pub url: String,
+}
+
 /// Everything a scenario needs to reach the server.
 pub struct Ctx {
     pub c: Common,
-    pub addr: SocketAddr,
-    pub host: String,
+    /// The servers given with --url; connection i goes to node i % len.
+    pub nodes: Vec<Node>,
     pub xmpp_addr: SocketAddr,
     pub sources: Vec<IpAddr>,
     pub http: reqwest::Client,
@@ -51,7 +60,18 @@ pub struct Ctx {
 
 impl Ctx {
     pub async fn new(c: &Common) -> anyhow::Result<Ctx> {
-        let (addr, host) = super::net::resolve_url(&c.url).await?;
+        if c.url.is_empty() {
+            bail!("--url: no server given");
+        }
+        let mut nodes = Vec::new();
+        for url in &c.url {
+            let (addr, host) = super::net::resolve_url(url).await?;
+            nodes.push(Node {
+                addr,
+                host,
+                url: url.trim_end_matches('/').to_string(),
+            });
+        }
         let xmpp_addr: SocketAddr = tokio::net::lookup_host(&c.xmpp_addr)
             .await
             .with_context(|| format!("resolving {}", c.xmpp_addr))?
@@ -72,8 +92,7 @@ impl Ctx {
         let prefix = format!("b{}", radix36(ms as u64 ^ std::process::id() as u64));
         Ok(Ctx {
             c: c.clone(),
-            addr,
-            host,
+            nodes,
             xmpp_addr,
             sources,
             http,
@@ -85,8 +104,9 @@ impl Ctx {
         self.sources[i % self.sources.len()]
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.c.url.trim_end_matches('/'))
+    /// The URL of `path` on node `i % nodes`.
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("{}{path}", self.nodes[i % self.nodes.len()].url)
     }
 
     /// Usernames `{prefix}{role}{i}` for i in 0..n.
@@ -157,7 +177,7 @@ impl Ctx {
                 .collect();
             let r = self
                 .http
-                .post(self.url("/v1/admin/users"))
+                .post(self.url(0, "/v1/admin/users"))
                 .bearer_auth(admin)
                 .json(&json!({ "users": users }))
                 .send()
@@ -182,13 +202,19 @@ impl Ctx {
         Ok(())
     }
 
-    /// POSTs with retries on 429 (after `retry_after_ms`) and on transport
-    /// errors.
-    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> anyhow::Result<Value> {
+    /// POSTs to node `node % nodes`, with retries on 429 (after
+    /// `retry_after_ms`) and on transport errors.
+    async fn post(
+        &self,
+        node: usize,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut req = self.http.post(self.url(path)).json(body);
+            let mut req = self.http.post(self.url(node, path)).json(body);
             if let Some(t) = token {
                 req = req.bearer_auth(t);
             }
@@ -226,7 +252,7 @@ impl Ctx {
                     async move {
                         let body = json!({"username": name, "password": PASSWORD,
                                           "device_id": "d1", "platform": "bot"});
-                        let v = self.post("/v1/sessions", None, &body).await?;
+                        let v = self.post(i, "/v1/sessions", None, &body).await?;
                         done.fetch_add(1, Ordering::Relaxed);
                         let token = v["token"].as_str().context("no token")?.to_string();
                         let uid = v["user_id"].as_str().context("no user_id")?.to_string();
@@ -288,7 +314,9 @@ impl Ctx {
                 let (token, body) = make(i);
                 let done = done.clone();
                 async move {
-                    let v = self.post("/v1/conversations", Some(&token), &body).await?;
+                    let v = self
+                        .post(i, "/v1/conversations", Some(&token), &body)
+                        .await?;
                     done.fetch_add(1, Ordering::Relaxed);
                     Ok(v["conv_id"].as_str().context("no conv_id")?.to_string())
                 }
@@ -306,19 +334,41 @@ impl Ctx {
     }
 
     /// Opens an authenticated connection as `id` (the i-th connection of
-    /// the run, which picks its source address). `sm`: for XMPP, enable
-    /// stream-management acks (senders).
+    /// the run, which picks its source address and its node, i % nodes).
+    /// `sm`: for XMPP, enable stream-management acks (senders).
     pub async fn open(&self, id: &Ident, i: usize, sm: bool, rcap: usize) -> anyhow::Result<Conn> {
-        tokio::time::timeout(CONNECT_TIMEOUT, self.open_now(id, i, sm, rcap))
+        self.open_on(i, id, i, sm, rcap).await
+    }
+
+    /// `open`, on node `node % nodes`.
+    pub async fn open_on(
+        &self,
+        node: usize,
+        id: &Ident,
+        i: usize,
+        sm: bool,
+        rcap: usize,
+    ) -> anyhow::Result<Conn> {
+        tokio::time::timeout(CONNECT_TIMEOUT, self.open_now(node, id, i, sm, rcap))
             .await
             .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?} while connecting"))?
     }
 
-    async fn open_now(&self, id: &Ident, i: usize, sm: bool, rcap: usize) -> anyhow::Result<Conn> {
+    async fn open_now(
+        &self,
+        node: usize,
+        id: &Ident,
+        i: usize,
+        sm: bool,
+        rcap: usize,
+    ) -> anyhow::Result<Conn> {
         match self.c.target {
-            Target::Tokenim => Ok(Conn::Tim(
-                Tim::open(self.addr, self.source(i), &self.host, &id.token, rcap).await?,
-            )),
+            Target::Tokenim => {
+                let n = &self.nodes[node % self.nodes.len()];
+                Ok(Conn::Tim(
+                    Tim::open(n.addr, self.source(i), &n.host, &id.token, rcap).await?,
+                ))
+            }
             Target::Xmpp => Ok(Conn::Xmpp(
                 Xmpp::open(
                     self.xmpp_addr,
@@ -333,15 +383,28 @@ impl Ctx {
         }
     }
 
-    /// Opens connections for all `ids` (connection index = position)
-    /// with `connect_concurrency` in flight; tokenim connections also wait
-    /// for an empty `sync` so the server has registered them for pushes.
+    /// Opens connections for all `ids` (connection index = base +
+    /// position, which also picks the node) with `connect_concurrency` in
+    /// flight; tokenim connections also wait for an empty `sync` so the
+    /// server has registered them for pushes.
     pub async fn open_all(
         &self,
         what: &str,
         ids: &[Ident],
         sm: impl Fn(usize) -> bool,
         base: usize,
+    ) -> anyhow::Result<Vec<Conn>> {
+        self.open_all_on(what, ids, sm, base, |i| base + i).await
+    }
+
+    /// `open_all`, with the i-th of `ids` on node `node(i) % nodes`.
+    pub async fn open_all_on(
+        &self,
+        what: &str,
+        ids: &[Ident],
+        sm: impl Fn(usize) -> bool,
+        base: usize,
+        node: impl Fn(usize) -> usize,
     ) -> anyhow::Result<Vec<Conn>> {
         let t = std::time::Instant::now();
         let done = Arc::new(AtomicU64::new(0));
@@ -350,8 +413,9 @@ impl Ctx {
             .map(|(i, id)| {
                 let done = done.clone();
                 let sm = sm(i);
+                let node = node(i);
                 async move {
-                    let mut c = self.open(id, base + i, sm, 4096).await?;
+                    let mut c = self.open_on(node, id, base + i, sm, 4096).await?;
                     if let Conn::Tim(t) = &mut c {
                         t.sync(None, |_| {}).await?;
                     }

@@ -154,7 +154,7 @@ pub async fn run(a: StormArgs) -> anyhow::Result<(Vec<String>, Map<String, Value
     let clients = Arc::new(clients);
     let convs = Arc::new(convs);
     let t0 = now_us();
-    let probe = CpuProbe::start(a.c.server_pid);
+    let probe = CpuProbe::start(&a.c.server_pid).with_aux(&a.c.aux_procs);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let (ctx, sem, done) = (ctx.clone(), sem.clone(), done.clone());
