@@ -432,7 +432,13 @@ async fn concurrent_senders_get_one_gap_free_order() {
     let mut seen = Vec::new();
     while seen.len() < 3 * N {
         let e = watcher.expect("event").await;
-        seen.push(e["event"]["seq"].as_u64().unwrap());
+        let seq = e["event"]["seq"].as_u64().unwrap();
+        // The group's own seq-1 event was committed before this socket
+        // connected; whether its push still reaches the socket is a race
+        // (a client's cursor drops it), so only what follows is compared.
+        if seq > 1 {
+            seen.push(seq);
+        }
     }
     assert_eq!(seen, want);
 }
@@ -797,4 +803,53 @@ async fn slow_consumer_is_kicked_and_loses_nothing() {
     let all = wb.sync_all(&mut cursors).await;
     let seqs: Vec<u64> = all.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=last).collect::<Vec<u64>>());
+}
+
+/// Behind a trusted load balancer the login limit counts the client named by
+/// `X-Forwarded-For`, not the balancer; from anyone else the header is
+/// ignored (a client cannot dodge the limit by forging it).
+#[tokio::test]
+async fn login_limit_per_forwarded_client_behind_trusted_proxy() {
+    async fn logins(s: &TestServer, forwarded_for: &str, n: usize) -> Vec<u16> {
+        let http = reqwest::Client::new();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let r = http
+                .post(format!("{}/v1/sessions", s.http))
+                .header("x-forwarded-for", forwarded_for)
+                .json(&json!({"username": "nobody", "password": "wrong-password",
+                              "device_id": "d", "platform": "web"}))
+                .send()
+                .await
+                .unwrap();
+            out.push(r.status().as_u16());
+        }
+        out
+    }
+    let limits = |c: &mut tokenim_server::Config| {
+        c.limits.login_rate_per_min = 1;
+        c.limits.login_burst = 2;
+    };
+    let trusted = TestServer::start_with(|c| {
+        limits(c);
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(
+        logins(&trusted, "10.0.0.1", 3).await,
+        [401, 401, 429],
+        "one forwarded client is limited"
+    );
+    assert_eq!(
+        logins(&trusted, "10.0.0.2, 127.0.0.1", 2).await,
+        [401, 401],
+        "another forwarded client has its own bucket"
+    );
+    let untrusted = TestServer::start_with(limits).await;
+    assert_eq!(logins(&untrusted, "10.0.0.1", 2).await, [401, 401]);
+    assert_eq!(
+        logins(&untrusted, "10.0.0.2", 1).await,
+        [429],
+        "the header of an untrusted peer is ignored"
+    );
 }

@@ -1,22 +1,30 @@
 //! Crash safety: the real binary is SIGKILLed with sends in flight and
-//! restarted on the same data directory. Every acked message is there
-//! exactly once and in order, and resending an acked `client_msg_id`
-//! returns the original ack.
+//! restarted on the same data directory (or, when `TOKENIM_TEST_DATABASE`
+//! is `postgres` or `mysql`, the same test database). Every acked message
+//! is there exactly once and in order, and resending an acked
+//! `client_msg_id` returns the original ack.
 
 use std::process::Stdio;
 
 use serde_json::json;
-use tokenim_testkit::{Http, Ws, free_port, init_crypto};
+use tokenim_testkit::{Http, TestDatabase, Ws, free_port, init_crypto};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Starts `tokenim serve` and waits for its "listening" log line (logs go
-/// to standard output).
-async fn spawn(dir: &std::path::Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenim"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+/// to standard output). With `db`, the data lives in that database.
+async fn spawn(dir: &std::path::Path, db: Option<&TestDatabase>, port: u16) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenim"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
-        .arg(dir)
+        .arg(dir);
+    if let Some(db) = db {
+        cmd.args(["--database-url", db.url()]).args([
+            "--database-pool",
+            &tokenim_testkit::db::TEST_POOL.to_string(),
+        ]);
+    }
+    let mut child = cmd
         .args(["--argon2-memory-kib", "8", "--argon2-iterations", "1"])
         .args([
             "--limit",
@@ -27,7 +35,8 @@ async fn spawn(dir: &std::path::Path, port: u16) -> Child {
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // Startup errors (a database it cannot open) show in the test output.
+        .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .expect("spawn tokenim");
@@ -52,8 +61,15 @@ async fn spawn(dir: &std::path::Path, port: u16) -> Child {
 async fn sigkill_loses_no_acked_message() {
     init_crypto();
     let dir = tempfile::tempdir().unwrap();
+    // Declared before the children so it is dropped after they are killed.
+    let db = TestDatabase::for_run().await;
+    eprintln!("backend: {}", tokenim_testkit::backend());
     let port = free_port();
-    let mut child = spawn(dir.path(), port).await;
+    let mut child = spawn(dir.path(), db.as_ref(), port).await;
+    if let Some(db) = &db {
+        let tables = db.table_count().await.expect("count tables");
+        assert!(tables > 0, "the server keeps its data in {}", db.name());
+    }
     let base = format!("http://127.0.0.1:{port}");
     let ws_url = format!("ws://127.0.0.1:{port}/v1/ws");
     let c = Http::new(&base);
@@ -84,7 +100,7 @@ async fn sigkill_loses_no_acked_message() {
             acked.insert(v["id"].as_u64().unwrap(), v);
         }
     }
-    let mut child = spawn(dir.path(), port).await;
+    let mut child = spawn(dir.path(), db.as_ref(), port).await;
 
     // Every acked message is there once, in send order, gap-free.
     let hist = a
