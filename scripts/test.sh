@@ -4,7 +4,7 @@
 # what the tests need, then formatting and lint checks, every Rust test
 # (unit, property, integration over real sockets, crash, TLS) on the
 # embedded store, the browser tests of the web client in headless Chromium,
-# and finally the storage-parameterised suites again on PostgreSQL and on
+# the nginx deployment check against a three-node cluster, and finally the storage-parameterised suites again on PostgreSQL and on
 # MySQL (TOKENIM_TEST_DATABASE; each test server gets a database of its own,
 # dropped afterwards).
 set -euo pipefail
@@ -43,6 +43,19 @@ if [ -x tests/web/run.sh ]; then
   TOKENIM_BIN="$PWD/target/debug/tokenim" tests/web/run.sh
   timings="$timings; browser: $((SECONDS - t))s"
 fi
+
+# The deployment example of docs/operations.md, for real: nginx from
+# Debian's packages in front of three nodes sharing one PostgreSQL database
+# and Redis (a database and key prefix of this run's own).
+echo "==> nginx in front of a three-node cluster (scripts/nginx-check.sh)"
+t=$SECONDS
+check_db="tokenim_nginx_check_$$"
+psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $check_db"
+trap 'psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $check_db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+TOKENIM_BIN="$PWD/target/debug/tokenim" \
+  TOKENIM_NODE_ARGS="--database-url postgres://postgres@127.0.0.1/$check_db --redis-url redis://127.0.0.1:6379 --redis-prefix nginxcheck$$" \
+  scripts/nginx-check.sh
+timings="$timings; nginx: $((SECONDS - t))s"
 
 # The suites that run over any storage backend, again on each SQL one (one
 # parameterised suite: the same tests, TOKENIM_TEST_DATABASE picks the

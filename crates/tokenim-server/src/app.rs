@@ -119,6 +119,10 @@ pub struct App {
     pending_acks: Mutex<HashMap<(String, String, String), u64>>,
     /// Highest seq acked by any device of a user: (user, conv) -> seq.
     delivered: Mutex<HashMap<(String, String), u64>>,
+    /// Per conversation, the member list pushes used for the last event this
+    /// node pushed (its seq, the list): the next seq reuses it unless it is
+    /// a membership event, so pushing needs no read per event.
+    push_members: Mutex<HashMap<String, PushList>>,
     pub shutting_down: AtomicBool,
     pub commits_in_flight: AtomicU64,
 }
@@ -154,6 +158,7 @@ impl App {
             login_buckets: Mutex::new(HashMap::new()),
             pending_acks: Mutex::new(HashMap::new()),
             delivered: Mutex::new(HashMap::new()),
+            push_members: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             commits_in_flight: AtomicU64::new(0),
         }))
@@ -1304,9 +1309,6 @@ impl App {
     /// events other nodes committed, which may come out of order: see
     /// `Sequencer`).
     pub async fn deliver(&self, batch: Vec<Committed>) {
-        // Member lists read for this batch, by conversation (valid until the
-        // conversation's next membership event).
-        let mut lists: HashMap<String, Arc<[String]>> = HashMap::new();
         for c in batch {
             let e = &c.event;
             if let Some(seqr) = &self.sequencer {
@@ -1322,30 +1324,48 @@ impl App {
                     Admit::Gap { from, to } => self.fill_gap(&e.conv_id, from, to).await,
                 }
             }
-            let members = match c.members {
-                Some(m) => Some(m),
-                None if !matches!(
-                    e.kind,
-                    EventKind::MemberJoined | EventKind::MemberLeft | EventKind::MemberRemoved
-                ) =>
-                {
-                    lists.get(&e.conv_id).cloned()
-                }
-                None => None,
+            let Some(members) = self.push_members(e, c.members).await else {
+                continue;
             };
-            let members = match members {
-                Some(m) => m,
-                None => match self.store.member_ids(&e.conv_id).await {
-                    Ok(ids) => ids,
-                    Err(err) => {
-                        tracing::error!(error = %err, "push skipped: members unreadable");
-                        continue;
-                    }
-                },
-            };
-            lists.insert(e.conv_id.clone(), members.clone());
-            self.push_event(e, c.origin, Some(members)).await;
+            self.push_event(e, c.origin, members).await;
         }
+    }
+
+    /// The member list to push `e` to: the one the engine gave, else the
+    /// list used for the previous seq of the conversation when `e` does not
+    /// change membership, else a read. `None` when it cannot be read.
+    async fn push_members(&self, e: &Event, given: Option<Arc<[String]>>) -> Option<Arc<[String]>> {
+        let changes = matches!(
+            e.kind,
+            EventKind::MemberJoined | EventKind::MemberLeft | EventKind::MemberRemoved
+        );
+        let list = match given {
+            Some(m) => m,
+            None => {
+                let known = self
+                    .push_members
+                    .lock()
+                    .get(&e.conv_id)
+                    .filter(|(seq, _)| *seq + 1 == e.seq && !changes)
+                    .map(|(_, l)| l.clone());
+                match known {
+                    Some(l) => l,
+                    None => match self.store.member_ids(&e.conv_id).await {
+                        Ok(ids) => ids,
+                        Err(err) => {
+                            tracing::error!(error = %err, "push skipped: members unreadable");
+                            return None;
+                        }
+                    },
+                }
+            }
+        };
+        let mut cache = self.push_members.lock();
+        if cache.len() >= 65_536 && !cache.contains_key(&e.conv_id) {
+            cache.clear();
+        }
+        cache.insert(e.conv_id.clone(), (e.seq, list.clone()));
+        Some(list)
     }
 
     /// Pushes the events `from..=to` of a conversation, read from the store
@@ -1369,7 +1389,9 @@ impl App {
                     .fetch_add(page.len() as u64, Ordering::Relaxed);
             }
             for e in &page {
-                self.push_event(e, 0, None).await;
+                if let Some(members) = self.push_members(e, None).await {
+                    self.push_event(e, 0, members).await;
+                }
             }
             next = last + 1;
         }
@@ -1378,9 +1400,8 @@ impl App {
     /// Pushes one event to this node's sockets: `conv_added` to the users
     /// it added first, then the event to every member's sockets but
     /// `origin`, then `conv_removed` to the user it removed.
-    /// Pushes one event; `members` is the member list after it, read here
-    /// when not given.
-    async fn push_event(&self, e: &Event, origin: u64, members: Option<Arc<[String]>>) {
+    /// Pushes one event to the sockets of `members` (the list after it).
+    async fn push_event(&self, e: &Event, origin: u64, members: Arc<[String]>) {
         // The socket that sent it, if on this node: known by the commit
         // (`origin`), else (a gap fill) by its pending client_msg_id.
         let sender = match &e.client_msg_id {
@@ -1407,14 +1428,8 @@ impl App {
             }
         }
         let frame: Utf8Bytes = event_frame(e).into();
-        let members = match members {
-            Some(m) => Ok(m),
-            None => self.store.member_ids(&e.conv_id).await,
-        };
-        match members {
-            Ok(ids) => self.hub.to_members(&ids, origin, Priority::Event, &frame),
-            Err(err) => tracing::error!(error = %err, "push skipped: members unreadable"),
-        }
+        self.hub
+            .to_members(&members, origin, Priority::Event, &frame);
         if let Some(u) = removed {
             let f = wire(ServerFrame::ConvRemoved {
                 conv_id: e.conv_id.clone(),
@@ -1450,6 +1465,9 @@ fn membership_change(e: &Event) -> (Vec<String>, Option<String>) {
         _ => (Vec::new(), None),
     }
 }
+
+/// A conversation's member list as of one seq (see `App::push_members`).
+type PushList = (u64, Arc<[String]>);
 
 /// `{"type":"event","event":{...}}`, serialized once per event for every
 /// recipient (the same text as `ServerFrame::Event`, without copying the
