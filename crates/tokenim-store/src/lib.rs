@@ -11,6 +11,7 @@
 
 pub mod embedded;
 pub mod ids;
+mod rules;
 pub mod sql;
 mod types;
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
-use serde_json::value::RawValue;
 use tokenim_core::Error;
 use tokenim_proto::{ConvType, Event, EventKind, Role};
 use tokio::sync::{mpsc, oneshot};
@@ -340,7 +339,7 @@ impl Writer {
                 };
                 self.change(b, Change::Conv(meta.clone()));
                 for u in [&pair.0, &pair.1] {
-                    let m = new_member(u, Role::Member, 0, 0);
+                    let m = rules::new_member(u, Role::Member, 0, 0);
                     self.change(b, Change::Member(meta.conv_id.clone(), m));
                 }
                 b.pending.push(hold(reply, Ok((meta, true))));
@@ -479,217 +478,70 @@ impl Writer {
         self.disk.dedup(sender, cmid)
     }
 
-    /// Appends one event: dedup, membership, the op's own checks, then the
+    /// Appends one event: dedup, then the rules (`crate::rules`), then the
     /// event, its effects and the conversation's new position.
     fn append(&mut self, b: &mut Batch, a: Append, creating: bool) -> StoreResult<AppendOutcome> {
-        let kind = a.request_kind();
-        if let (Some(cmid), Some(kind)) = (&a.client_msg_id, kind)
-            && let Some(d) = self.dedup(b, &a.actor, cmid)?
+        if let Some(cmid) = &a.client_msg_id
+            && a.request_kind().is_some()
+            && let Some(out) = rules::repeat(&a, self.dedup(b, &a.actor, cmid)?)
         {
-            if d.conv_id != a.conv_id || d.kind != kind {
-                return Err(Error::conflict(
-                    "client_msg_id was used for another conversation or request type",
-                )
-                .into());
-            }
-            return Ok(AppendOutcome::Duplicate(d));
+            return out;
         }
         let Some(conv) = self.work.convs.get(&a.conv_id) else {
             return Err(Error::no_conversation().into());
         };
-        if !creating && !conv.members.contains_key(&a.actor) {
-            return Err(Error::no_conversation().into());
+        let view = View {
+            conv,
+            batch: b,
+            disk: &self.disk,
+        };
+        let plan = rules::plan(&a, &conv.meta, creating, &view)?;
+        if let Some((seq, count, target)) = plan.target.clone() {
+            b.fj.insert(
+                &self.disk.events,
+                event_key(&a.conv_id, seq),
+                encode_event(count, &target),
+            );
+            b.events
+                .insert((a.conv_id.clone(), seq), (count, Arc::new(target)));
         }
-        let mut meta = conv.meta.clone();
-        let seq = meta.last_seq + 1;
-        let ts = a.now_ms.max(meta.last_ts);
-        let mut added = Vec::new();
-        let mut removed = None;
-        let mut member_changes = Vec::new();
-        let (ev_kind, content): (EventKind, String) = match &a.op {
-            Op::Message { content } => {
-                meta.msg_count += 1;
-                (EventKind::Message, content.get().to_owned())
-            }
-            Op::Recall { target_seq } | Op::Edit { target_seq, .. } => {
-                let Some((count, mut target)) = self.event(b, &a.conv_id, *target_seq)? else {
-                    return Err(Error::not_found("no such event").into());
-                };
-                if target.kind != EventKind::Message {
-                    return Err(
-                        Error::bad_request("only messages can be recalled or edited").into(),
-                    );
-                }
-                if target.recalled {
-                    return Err(Error::forbidden("the message was recalled").into());
-                }
-                let body = match &a.op {
-                    Op::Edit { content, .. } => {
-                        target.content = Some(content.clone());
-                        target.edited = true;
-                        serde_json::json!({"target_seq": target_seq, "content": content})
-                            .to_string()
-                    }
-                    _ => {
-                        target.content = None;
-                        target.recalled = true;
-                        target.edited = false;
-                        serde_json::json!({"target_seq": target_seq}).to_string()
-                    }
-                };
-                let k = if matches!(a.op, Op::Edit { .. }) {
-                    EventKind::Edit
-                } else {
-                    EventKind::Recall
-                };
-                b.fj.insert(
-                    &self.disk.events,
-                    event_key(&a.conv_id, *target_seq),
-                    encode_event(count, &target),
-                );
-                b.events
-                    .insert((a.conv_id.clone(), *target_seq), (count, Arc::new(target)));
-                (k, body)
-            }
-            Op::AddMembers {
-                user_ids,
-                max_members,
-            } => {
-                let new: Vec<String> = user_ids
-                    .iter()
-                    .filter(|u| !conv.members.contains_key(*u))
-                    .cloned()
-                    .collect();
-                if new.is_empty() {
-                    return Err(Error::conflict("every user is already a member").into());
-                }
-                if conv.members.len() as u64 + new.len() as u64 > *max_members {
-                    return Err(Error::forbidden(format!(
-                        "a group holds at most {max_members} members"
-                    ))
-                    .into());
-                }
-                for u in &new {
-                    let role = if creating && *u == a.actor {
-                        Role::Owner
-                    } else {
-                        Role::Member
-                    };
-                    member_changes.push(Change::Member(
-                        a.conv_id.clone(),
-                        new_member(u, role, seq - 1, meta.msg_count),
-                    ));
-                }
-                meta.member_count += new.len() as u64;
-                added = new.clone();
-                (
-                    EventKind::MemberJoined,
-                    serde_json::json!({"user_ids": new, "by": a.actor}).to_string(),
-                )
-            }
-            Op::Leave => {
-                meta.member_count = meta.member_count.saturating_sub(1);
-                member_changes.push(Change::DelMember(a.conv_id.clone(), a.actor.clone()));
-                removed = Some(a.actor.clone());
-                (
-                    EventKind::MemberLeft,
-                    serde_json::json!({"user_id": a.actor}).to_string(),
-                )
-            }
-            Op::Remove { user_id } => {
-                match conv.members.get(user_id) {
-                    None => return Err(Error::not_found("no such member").into()),
-                    Some(m) if m.role == Role::Owner => {
-                        return Err(Error::forbidden("the owner cannot be removed").into());
-                    }
-                    Some(_) => {}
-                }
-                meta.member_count = meta.member_count.saturating_sub(1);
-                member_changes.push(Change::DelMember(a.conv_id.clone(), user_id.clone()));
-                removed = Some(user_id.clone());
-                (
-                    EventKind::MemberRemoved,
-                    serde_json::json!({"user_id": user_id, "by": a.actor}).to_string(),
-                )
-            }
-            Op::SetRole { user_id, role } => {
-                let Some(m) = conv.members.get(user_id) else {
-                    return Err(Error::not_found("no such member").into());
-                };
-                let mut m = m.clone();
-                m.role = *role;
-                member_changes.push(Change::Member(a.conv_id.clone(), m));
-                (
-                    EventKind::RoleChanged,
-                    serde_json::json!({"user_id": user_id, "role": role, "by": a.actor})
-                        .to_string(),
-                )
-            }
-            Op::Update {
-                title,
-                only_admins_send,
-            } => {
-                let mut body = serde_json::Map::new();
-                if let Some(t) = title {
-                    meta.title = Some(t.clone());
-                    body.insert("title".into(), t.clone().into());
-                }
-                if let Some(o) = only_admins_send {
-                    meta.only_admins_send = *o;
-                    body.insert("only_admins_send".into(), (*o).into());
-                }
-                body.insert("by".into(), a.actor.clone().into());
-                (
-                    EventKind::ConvUpdated,
-                    serde_json::Value::Object(body).to_string(),
-                )
-            }
-        };
-        let event = Event {
-            conv_id: a.conv_id.clone(),
-            seq,
-            msg_id: ids::msg_id(ts),
-            ts,
-            sender: a.actor.clone(),
-            sender_device: a.actor_device.clone(),
-            kind: ev_kind,
-            client_msg_id: a.client_msg_id.clone(),
-            content: Some(RawValue::from_string(content).expect("built from JSON")),
-            recalled: false,
-            edited: false,
-        };
+        let seq = plan.event.seq;
+        let count = plan.meta.msg_count;
         b.fj.insert(
             &self.disk.events,
             event_key(&a.conv_id, seq),
-            encode_event(meta.msg_count, &event),
+            encode_event(count, &plan.event),
         );
-        let event = Arc::new(event);
-        b.events
-            .insert((a.conv_id.clone(), seq), (meta.msg_count, event.clone()));
-        if let (Some(cmid), Some(kind)) = (&a.client_msg_id, kind) {
-            let rec = DedupRecord {
-                conv_id: a.conv_id.clone(),
-                kind,
-                msg_id: event.msg_id.clone(),
-                seq,
-                ts,
-            };
+        if let Some((sender, cmid, rec)) = plan.dedup(&a) {
             b.fj.insert(
                 &self.disk.dedup,
-                key2(&a.actor, cmid),
+                key2(&sender, &cmid),
                 serde_json::to_vec(&rec).expect("records serialize"),
             );
-            b.dedup.insert((a.actor.clone(), cmid.clone()), rec);
+            b.dedup.insert((sender, cmid), rec);
         }
-        meta.last_seq = seq;
-        meta.last_ts = ts;
+        let rules::Plan {
+            mut meta,
+            event,
+            members,
+            added,
+            removed,
+            ..
+        } = plan;
+        let event = Arc::new(event);
+        b.events
+            .insert((a.conv_id.clone(), seq), (count, event.clone()));
         meta.last_event = Some(event.clone());
         self.change(b, Change::Conv(meta));
-        for c in member_changes {
+        for (user, m) in members {
+            let c = match m {
+                Some(m) => Change::Member(a.conv_id.clone(), m),
+                None => Change::DelMember(a.conv_id.clone(), user),
+            };
             self.change(b, c);
         }
         // Sending a message moves the sender's read marker to it.
-        if ev_kind == EventKind::Message {
+        if event.kind == EventKind::Message {
             self.set_read(b, &a.conv_id, &a.actor, seq)?;
         }
         b.committed.push(Committed {
@@ -703,13 +555,24 @@ impl Writer {
     }
 }
 
-fn new_member(user: &str, role: Role, joined_after: u64, count: u64) -> Member {
-    Member {
-        user_id: user.to_owned(),
-        role,
-        muted_until: None,
-        joined_after,
-        read_seq: joined_after,
-        read_count: count,
+/// What the rules see of a conversation while a batch is built: its members
+/// and its events, the batch's own first.
+struct View<'a> {
+    conv: &'a super::state::ConvState,
+    batch: &'a Batch,
+    disk: &'a Disk,
+}
+
+impl rules::View for View<'_> {
+    fn member(&self, user_id: &str) -> Option<Member> {
+        self.conv.members.get(user_id).cloned()
+    }
+
+    fn event(&self, seq: u64) -> StoreResult<Option<(u64, Event)>> {
+        let conv = &self.conv.meta.conv_id;
+        if let Some((count, e)) = self.batch.events.get(&(conv.clone(), seq)) {
+            return Ok(Some((*count, (**e).clone())));
+        }
+        self.disk.event(conv, seq)
     }
 }

@@ -894,7 +894,7 @@ impl Store for SqlStore {
         }
         let members: Vec<Member> = users
             .iter()
-            .map(|u| writer::new_member(u, Role::Member, 0, 0))
+            .map(|u| crate::rules::new_member(u, Role::Member, 0, 0))
             .collect();
         writer::put_members(self.d, &mut tx, &meta.conv_id, &members).await?;
         tx.commit().await.map_err(engine)?;

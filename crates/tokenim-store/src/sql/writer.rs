@@ -13,15 +13,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use serde_json::value::RawValue;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokenim_core::Error;
-use tokenim_proto::{EventKind, Role};
+use tokenim_proto::{Event, EventKind};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CHUNK, Dialect, MEMBER_COLS, engine, enum_parse, enum_str, marks};
 use crate::embedded::disk::event_from_json;
+use crate::rules;
 use crate::*;
 
 /// Most appends in one transaction.
@@ -57,17 +57,6 @@ pub(crate) fn retryable(e: &sqlx::Error) -> bool {
         }
         sqlx::Error::PoolTimedOut => true,
         _ => false,
-    }
-}
-
-pub(crate) fn new_member(user: &str, role: Role, joined_after: u64, count: u64) -> Member {
-    Member {
-        user_id: user.to_owned(),
-        role,
-        muted_until: None,
-        joined_after,
-        read_seq: joined_after,
-        read_count: count,
     }
 }
 
@@ -651,233 +640,94 @@ fn set_read(w: &mut Work, conv: &str, user: &str, seq: u64, count: u64) {
     }
 }
 
-/// Applies one request to the batch (the same rules as the embedded
-/// engine's writer).
+/// What the rules see of one conversation in a batch.
+struct View<'a> {
+    w: &'a Work,
+    conv: &'a str,
+}
+
+impl rules::View for View<'_> {
+    fn member(&self, user_id: &str) -> Option<Member> {
+        self.w
+            .members
+            .get(&(self.conv.to_owned(), user_id.to_owned()))
+            .cloned()
+            .flatten()
+    }
+
+    fn event(&self, seq: u64) -> StoreResult<Option<(u64, Event)>> {
+        Ok(self.w.events.get(&(self.conv.to_owned(), seq)).cloned())
+    }
+}
+
+/// Applies one request to the batch: dedup, then the rules
+/// (`crate::rules`), then its effects on what the batch will write.
 fn apply(w: &mut Work, a: Append, creating: bool) -> StoreResult<AppendOutcome> {
-    let kind = a.request_kind();
-    if let (Some(cmid), Some(kind)) = (&a.client_msg_id, kind)
-        && let Some(d) = w.dedup.get(&(a.actor.clone(), cmid.clone()))
+    if let Some(cmid) = &a.client_msg_id
+        && a.request_kind().is_some()
+        && let Some(out) = rules::repeat(&a, w.dedup.get(&(a.actor.clone(), cmid.clone())).cloned())
     {
-        if d.conv_id != a.conv_id || d.kind != kind {
-            return Err(Error::conflict(
-                "client_msg_id was used for another conversation or request type",
-            )
-            .into());
-        }
-        return Ok(AppendOutcome::Duplicate(d.clone()));
+        return out;
     }
     let Some(conv) = w.convs.get(&a.conv_id) else {
         return Err(Error::no_conversation().into());
     };
-    let member = |w: &Work, u: &str| -> Option<Member> {
-        w.members
-            .get(&(a.conv_id.clone(), u.to_owned()))
-            .cloned()
-            .flatten()
-    };
-    if !creating && member(w, &a.actor).is_none() {
-        return Err(Error::no_conversation().into());
-    }
-    let mut meta = conv.clone();
-    let seq = meta.last_seq + 1;
-    let ts = a.now_ms.max(meta.last_ts);
-    let mut added = Vec::new();
-    let mut removed = None;
-    let mut member_changes: Vec<(String, Option<Member>)> = Vec::new();
-    let mut target_change = None;
-    let (ev_kind, content): (EventKind, String) = match &a.op {
-        Op::Message { content } => {
-            meta.msg_count += 1;
-            (EventKind::Message, content.get().to_owned())
-        }
-        Op::Recall { target_seq } | Op::Edit { target_seq, .. } => {
-            let Some((count, target)) = w.events.get(&(a.conv_id.clone(), *target_seq)) else {
-                return Err(Error::not_found("no such event").into());
-            };
-            let (count, mut target) = (*count, target.clone());
-            if target.kind != EventKind::Message {
-                return Err(Error::bad_request("only messages can be recalled or edited").into());
-            }
-            if target.recalled {
-                return Err(Error::forbidden("the message was recalled").into());
-            }
-            let (k, body) = match &a.op {
-                Op::Edit { content, .. } => {
-                    target.content = Some(content.clone());
-                    target.edited = true;
-                    (
-                        EventKind::Edit,
-                        serde_json::json!({"target_seq": target_seq, "content": content})
-                            .to_string(),
-                    )
-                }
-                _ => {
-                    target.content = None;
-                    target.recalled = true;
-                    target.edited = false;
-                    (
-                        EventKind::Recall,
-                        serde_json::json!({"target_seq": target_seq}).to_string(),
-                    )
-                }
-            };
-            target_change = Some((*target_seq, count, target));
-            (k, body)
-        }
-        Op::AddMembers {
-            user_ids,
-            max_members,
-        } => {
-            let new: Vec<String> = user_ids
-                .iter()
-                .filter(|u| creating || member(w, u).is_none())
-                .cloned()
-                .collect();
-            if new.is_empty() {
-                return Err(Error::conflict("every user is already a member").into());
-            }
-            if meta.member_count + new.len() as u64 > *max_members {
-                return Err(Error::forbidden(format!(
-                    "a group holds at most {max_members} members"
-                ))
-                .into());
-            }
-            for u in &new {
-                let role = if creating && *u == a.actor {
-                    Role::Owner
-                } else {
-                    Role::Member
-                };
-                member_changes.push((
-                    u.clone(),
-                    Some(new_member(u, role, seq - 1, meta.msg_count)),
-                ));
-            }
-            meta.member_count += new.len() as u64;
-            added = new.clone();
-            (
-                EventKind::MemberJoined,
-                serde_json::json!({"user_ids": new, "by": a.actor}).to_string(),
-            )
-        }
-        Op::Leave => {
-            meta.member_count = meta.member_count.saturating_sub(1);
-            member_changes.push((a.actor.clone(), None));
-            removed = Some(a.actor.clone());
-            (
-                EventKind::MemberLeft,
-                serde_json::json!({"user_id": a.actor}).to_string(),
-            )
-        }
-        Op::Remove { user_id } => {
-            match member(w, user_id) {
-                None => return Err(Error::not_found("no such member").into()),
-                Some(m) if m.role == Role::Owner => {
-                    return Err(Error::forbidden("the owner cannot be removed").into());
-                }
-                Some(_) => {}
-            }
-            meta.member_count = meta.member_count.saturating_sub(1);
-            member_changes.push((user_id.clone(), None));
-            removed = Some(user_id.clone());
-            (
-                EventKind::MemberRemoved,
-                serde_json::json!({"user_id": user_id, "by": a.actor}).to_string(),
-            )
-        }
-        Op::SetRole { user_id, role } => {
-            let Some(mut m) = member(w, user_id) else {
-                return Err(Error::not_found("no such member").into());
-            };
-            m.role = *role;
-            member_changes.push((user_id.clone(), Some(m)));
-            (
-                EventKind::RoleChanged,
-                serde_json::json!({"user_id": user_id, "role": role, "by": a.actor}).to_string(),
-            )
-        }
-        Op::Update {
-            title,
-            only_admins_send,
-        } => {
-            let mut body = serde_json::Map::new();
-            if let Some(t) = title {
-                meta.title = Some(t.clone());
-                body.insert("title".into(), t.clone().into());
-            }
-            if let Some(o) = only_admins_send {
-                meta.only_admins_send = *o;
-                body.insert("only_admins_send".into(), (*o).into());
-            }
-            body.insert("by".into(), a.actor.clone().into());
-            (
-                EventKind::ConvUpdated,
-                serde_json::Value::Object(body).to_string(),
-            )
-        }
-    };
-    // Every check passed: record the effects.
-    if let Some((target_seq, count, target)) = target_change {
-        let key = (a.conv_id.clone(), target_seq);
+    let plan = rules::plan(
+        &a,
+        conv,
+        creating,
+        &View {
+            w,
+            conv: &a.conv_id,
+        },
+    )?;
+    if let Some((seq, count, target)) = plan.target.clone() {
+        let key = (a.conv_id.clone(), seq);
         w.events.insert(key.clone(), (count, target));
         w.changed_events.insert(key);
     }
-    let event = Event {
-        conv_id: a.conv_id.clone(),
-        seq,
-        msg_id: ids::msg_id(ts),
-        ts,
-        sender: a.actor.clone(),
-        sender_device: a.actor_device.clone(),
-        kind: ev_kind,
-        client_msg_id: a.client_msg_id.clone(),
-        content: Some(RawValue::from_string(content).expect("built from JSON")),
-        recalled: false,
-        edited: false,
-    };
+    let seq = plan.event.seq;
+    let count = plan.meta.msg_count;
     let key = (a.conv_id.clone(), seq);
-    w.events
-        .insert(key.clone(), (meta.msg_count, event.clone()));
+    w.events.insert(key.clone(), (count, plan.event.clone()));
     w.new_events.push(key);
-    if let (Some(cmid), Some(kind)) = (&a.client_msg_id, kind) {
-        let rec = DedupRecord {
-            conv_id: a.conv_id.clone(),
-            kind,
-            msg_id: event.msg_id.clone(),
-            seq,
-            ts,
-        };
-        let k = (a.actor.clone(), cmid.clone());
+    if let Some((sender, cmid, rec)) = plan.dedup(&a) {
+        let k = (sender, cmid);
         w.dedup.insert(k.clone(), rec);
         w.new_dedup.push(k);
     }
-    if !added.is_empty() || removed.is_some() {
+    if plan.moves_members() {
         w.members_moved.insert(a.conv_id.clone());
         let mut ids: Vec<String> = w
             .lists
             .get(&a.conv_id)
             .map(|l| l.to_vec())
             .unwrap_or_default();
-        ids.extend(added.iter().cloned());
-        if let Some(r) = &removed {
+        ids.extend(plan.added.iter().cloned());
+        if let Some(r) = &plan.removed {
             ids.retain(|u| u != r);
         }
         ids.sort();
         ids.dedup();
         w.lists.insert(a.conv_id.clone(), ids.into());
     }
-    meta.last_seq = seq;
-    meta.last_ts = ts;
-    let count = meta.msg_count;
+    let rules::Plan {
+        meta,
+        event,
+        members,
+        added,
+        removed,
+        ..
+    } = plan;
     w.convs.insert(a.conv_id.clone(), meta);
     w.dirty_convs.insert(a.conv_id.clone());
-    for (u, m) in member_changes {
+    for (u, m) in members {
         let k = (a.conv_id.clone(), u);
         w.members.insert(k.clone(), m);
         w.dirty_members.insert(k);
     }
     // Sending a message moves the sender's read marker to it.
-    if ev_kind == EventKind::Message {
+    if event.kind == EventKind::Message {
         set_read(w, &a.conv_id, &a.actor, seq, count);
     }
     let event = Arc::new(event);

@@ -1,0 +1,260 @@
+//! The rules of a timeline write, shared by every engine: given a request,
+//! the conversation as it stands and a view of its members and events, what
+//! the write does (or why it is refused). An engine looks things up its own
+//! way and applies the [`Plan`] to its own storage; the rules are written
+//! once.
+
+use serde_json::value::RawValue;
+use tokenim_core::Error;
+use tokenim_proto::{Event, EventKind, Role};
+
+use crate::*;
+
+/// What the rules need to look up besides the conversation itself.
+pub(crate) trait View {
+    /// The user's member record in the conversation, if a member.
+    fn member(&self, user_id: &str) -> Option<Member>;
+    /// An event of the conversation with the message count at it.
+    fn event(&self, seq: u64) -> StoreResult<Option<(u64, Event)>>;
+}
+
+/// The effects of one accepted request.
+pub(crate) struct Plan {
+    /// The conversation after the event (position, counters, title, flags;
+    /// `last_event` is left to the engine).
+    pub meta: ConvMeta,
+    pub event: Event,
+    /// A recall or edit: the target's seq, its message count and its new
+    /// form.
+    pub target: Option<(u64, u64, Event)>,
+    /// Member records written (`Some`) or deleted (`None`).
+    pub members: Vec<(String, Option<Member>)>,
+    pub added: Vec<String>,
+    pub removed: Option<String>,
+}
+
+impl Plan {
+    /// Whether the event changes who is a member.
+    pub fn moves_members(&self) -> bool {
+        !self.added.is_empty() || self.removed.is_some()
+    }
+
+    /// The dedup record the request leaves, when it carries a
+    /// `client_msg_id`.
+    pub fn dedup(&self, a: &Append) -> Option<(String, String, DedupRecord)> {
+        let cmid = a.client_msg_id.as_ref()?;
+        let kind = a.request_kind()?;
+        Some((
+            a.actor.clone(),
+            cmid.clone(),
+            DedupRecord {
+                conv_id: a.conv_id.clone(),
+                kind,
+                msg_id: self.event.msg_id.clone(),
+                seq: self.event.seq,
+                ts: self.event.ts,
+            },
+        ))
+    }
+}
+
+/// A repeat of an earlier request (rule 7): its original result, or a
+/// conflict when the ID was used for something else. `None` when `found`
+/// is no record.
+pub(crate) fn repeat(a: &Append, found: Option<DedupRecord>) -> Option<StoreResult<AppendOutcome>> {
+    let d = found?;
+    let kind = a.request_kind()?;
+    Some(if d.conv_id != a.conv_id || d.kind != kind {
+        Err(
+            Error::conflict("client_msg_id was used for another conversation or request type")
+                .into(),
+        )
+    } else {
+        Ok(AppendOutcome::Duplicate(d))
+    })
+}
+
+pub(crate) fn new_member(user: &str, role: Role, joined_after: u64, count: u64) -> Member {
+    Member {
+        user_id: user.to_owned(),
+        role,
+        muted_until: None,
+        joined_after,
+        read_seq: joined_after,
+        read_count: count,
+    }
+}
+
+/// Checks `a` against the conversation `conv` (`creating`: the request that
+/// creates a group, by a user not yet its member) and answers what it does.
+pub(crate) fn plan(
+    a: &Append,
+    conv: &ConvMeta,
+    creating: bool,
+    view: &impl View,
+) -> StoreResult<Plan> {
+    if !creating && view.member(&a.actor).is_none() {
+        return Err(Error::no_conversation().into());
+    }
+    let mut meta = conv.clone();
+    meta.last_event = None;
+    let seq = meta.last_seq + 1;
+    let ts = a.now_ms.max(meta.last_ts);
+    let mut added = Vec::new();
+    let mut removed = None;
+    let mut members = Vec::new();
+    let mut target = None;
+    let (kind, content): (EventKind, String) = match &a.op {
+        Op::Message { content } => {
+            meta.msg_count += 1;
+            (EventKind::Message, content.get().to_owned())
+        }
+        Op::Recall { target_seq } | Op::Edit { target_seq, .. } => {
+            let Some((count, mut t)) = view.event(*target_seq)? else {
+                return Err(Error::not_found("no such event").into());
+            };
+            if t.kind != EventKind::Message {
+                return Err(Error::bad_request("only messages can be recalled or edited").into());
+            }
+            if t.recalled {
+                return Err(Error::forbidden("the message was recalled").into());
+            }
+            let out = match &a.op {
+                Op::Edit { content, .. } => {
+                    t.content = Some(content.clone());
+                    t.edited = true;
+                    (
+                        EventKind::Edit,
+                        serde_json::json!({"target_seq": target_seq, "content": content})
+                            .to_string(),
+                    )
+                }
+                _ => {
+                    t.content = None;
+                    t.recalled = true;
+                    t.edited = false;
+                    (
+                        EventKind::Recall,
+                        serde_json::json!({"target_seq": target_seq}).to_string(),
+                    )
+                }
+            };
+            target = Some((*target_seq, count, t));
+            out
+        }
+        Op::AddMembers {
+            user_ids,
+            max_members,
+        } => {
+            let new: Vec<String> = user_ids
+                .iter()
+                .filter(|u| creating || view.member(u).is_none())
+                .cloned()
+                .collect();
+            if new.is_empty() {
+                return Err(Error::conflict("every user is already a member").into());
+            }
+            if meta.member_count + new.len() as u64 > *max_members {
+                return Err(Error::forbidden(format!(
+                    "a group holds at most {max_members} members"
+                ))
+                .into());
+            }
+            for u in &new {
+                let role = if creating && *u == a.actor {
+                    Role::Owner
+                } else {
+                    Role::Member
+                };
+                members.push((
+                    u.clone(),
+                    Some(new_member(u, role, seq - 1, meta.msg_count)),
+                ));
+            }
+            meta.member_count += new.len() as u64;
+            added = new.clone();
+            (
+                EventKind::MemberJoined,
+                serde_json::json!({"user_ids": new, "by": a.actor}).to_string(),
+            )
+        }
+        Op::Leave => {
+            meta.member_count = meta.member_count.saturating_sub(1);
+            members.push((a.actor.clone(), None));
+            removed = Some(a.actor.clone());
+            (
+                EventKind::MemberLeft,
+                serde_json::json!({"user_id": a.actor}).to_string(),
+            )
+        }
+        Op::Remove { user_id } => {
+            match view.member(user_id) {
+                None => return Err(Error::not_found("no such member").into()),
+                Some(m) if m.role == Role::Owner => {
+                    return Err(Error::forbidden("the owner cannot be removed").into());
+                }
+                Some(_) => {}
+            }
+            meta.member_count = meta.member_count.saturating_sub(1);
+            members.push((user_id.clone(), None));
+            removed = Some(user_id.clone());
+            (
+                EventKind::MemberRemoved,
+                serde_json::json!({"user_id": user_id, "by": a.actor}).to_string(),
+            )
+        }
+        Op::SetRole { user_id, role } => {
+            let Some(mut m) = view.member(user_id) else {
+                return Err(Error::not_found("no such member").into());
+            };
+            m.role = *role;
+            members.push((user_id.clone(), Some(m)));
+            (
+                EventKind::RoleChanged,
+                serde_json::json!({"user_id": user_id, "role": role, "by": a.actor}).to_string(),
+            )
+        }
+        Op::Update {
+            title,
+            only_admins_send,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(t) = title {
+                meta.title = Some(t.clone());
+                body.insert("title".into(), t.clone().into());
+            }
+            if let Some(o) = only_admins_send {
+                meta.only_admins_send = *o;
+                body.insert("only_admins_send".into(), (*o).into());
+            }
+            body.insert("by".into(), a.actor.clone().into());
+            (
+                EventKind::ConvUpdated,
+                serde_json::Value::Object(body).to_string(),
+            )
+        }
+    };
+    let event = Event {
+        conv_id: a.conv_id.clone(),
+        seq,
+        msg_id: ids::msg_id(ts),
+        ts,
+        sender: a.actor.clone(),
+        sender_device: a.actor_device.clone(),
+        kind,
+        client_msg_id: a.client_msg_id.clone(),
+        content: Some(RawValue::from_string(content).expect("built from JSON")),
+        recalled: false,
+        edited: false,
+    };
+    meta.last_seq = seq;
+    meta.last_ts = ts;
+    Ok(Plan {
+        meta,
+        event,
+        target,
+        members,
+        added,
+        removed,
+    })
+}
