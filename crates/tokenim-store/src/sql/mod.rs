@@ -266,6 +266,9 @@ fn device_from_row(r: &AnyRow) -> StoreResult<Device> {
     })
 }
 
+const USER_SELECT: &str =
+    "SELECT user_id, username, display_name, password_hash, created_at FROM users";
+
 const DEVICE_COLS: &str =
     "user_id, device_id, platform, last_seen, synced_before, push_provider, push_token";
 
@@ -603,29 +606,15 @@ impl Store for SqlStore {
     }
 
     async fn user(&self, user_id: &str) -> StoreResult<Option<User>> {
-        let sql = self.q(
-            "SELECT user_id, username, display_name, password_hash, created_at \
-             FROM users WHERE user_id = ?",
-        );
-        let row = sqlx::query(&sql)
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(engine)?;
-        row.map(|r| user_from_row(&r)).transpose()
+        let sql = format!("{USER_SELECT} WHERE user_id = ?");
+        let r = self.row(&sql, &[user_id]).await?;
+        r.map(|r| user_from_row(&r)).transpose()
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
-        let sql = self.q(
-            "SELECT user_id, username, display_name, password_hash, created_at \
-             FROM users WHERE username = ?",
-        );
-        let row = sqlx::query(&sql)
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(engine)?;
-        row.map(|r| user_from_row(&r)).transpose()
+        let sql = format!("{USER_SELECT} WHERE username = ?");
+        let r = self.row(&sql, &[username]).await?;
+        r.map(|r| user_from_row(&r)).transpose()
     }
 
     async fn create_session(&self, session: Session, device: Device) -> StoreResult<()> {
@@ -678,25 +667,15 @@ impl Store for SqlStore {
     }
 
     async fn session(&self, session_id: &str) -> StoreResult<Option<Session>> {
-        let sql = self.q(
-            "SELECT session_id, user_id, device_id, created_at, expires_at \
-             FROM sessions WHERE session_id = ?",
-        );
-        let row = sqlx::query(&sql)
-            .bind(session_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(engine)?;
-        row.map(|r| session_from_row(&r)).transpose()
+        let sql = "SELECT session_id, user_id, device_id, created_at, expires_at \
+                   FROM sessions WHERE session_id = ?";
+        let r = self.row(sql, &[session_id]).await?;
+        r.map(|r| session_from_row(&r)).transpose()
     }
 
     async fn delete_session(&self, session_id: &str) -> StoreResult<()> {
-        sqlx::query(&self.q("DELETE FROM sessions WHERE session_id = ?"))
-            .bind(session_id)
-            .execute(&self.pool)
+        self.exec("DELETE FROM sessions WHERE session_id = ?", &[session_id])
             .await
-            .map_err(engine)?;
-        Ok(())
     }
 
     async fn remove_device(
@@ -744,28 +723,15 @@ impl Store for SqlStore {
     }
 
     async fn devices(&self, user_id: &str) -> StoreResult<Vec<Device>> {
-        let sql = self.q(&format!(
-            "SELECT {DEVICE_COLS} FROM devices WHERE user_id = ? ORDER BY device_id"
-        ));
-        let rows = sqlx::query(&sql)
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(engine)?;
+        let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE user_id = ? ORDER BY device_id");
+        let rows = self.rows(&sql, &[user_id]).await?;
         rows.iter().map(device_from_row).collect()
     }
 
     async fn device(&self, user_id: &str, device_id: &str) -> StoreResult<Option<Device>> {
-        let sql = self.q(&format!(
-            "SELECT {DEVICE_COLS} FROM devices WHERE user_id = ? AND device_id = ?"
-        ));
-        let row = sqlx::query(&sql)
-            .bind(user_id)
-            .bind(device_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(engine)?;
-        row.map(|r| device_from_row(&r)).transpose()
+        let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE user_id = ? AND device_id = ?");
+        let r = self.row(&sql, &[user_id, device_id]).await?;
+        r.map(|r| device_from_row(&r)).transpose()
     }
 
     async fn touch_device(
@@ -821,15 +787,9 @@ impl Store for SqlStore {
     }
 
     async fn contacts(&self, user_id: &str) -> StoreResult<Vec<String>> {
-        let rows =
-            sqlx::query(&self.q("SELECT other FROM contacts WHERE user_id = ? ORDER BY other"))
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(engine)?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(engine))
-            .collect()
+        let sql = "SELECT other FROM contacts WHERE user_id = ? ORDER BY other";
+        let rows = self.rows(sql, &[user_id]).await?;
+        rows.iter().map(|r| text(r, 0)).collect()
     }
 
     async fn set_block(&self, user_id: &str, other: &str, on: bool) -> StoreResult<()> {
@@ -837,13 +797,8 @@ impl Store for SqlStore {
     }
 
     async fn is_blocked(&self, blocker: &str, blocked: &str) -> StoreResult<bool> {
-        let row = sqlx::query(&self.q("SELECT other FROM blocks WHERE user_id = ? AND other = ?"))
-            .bind(blocker)
-            .bind(blocked)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(engine)?;
-        Ok(row.is_some())
+        let sql = "SELECT other FROM blocks WHERE user_id = ? AND other = ?";
+        Ok(self.row(sql, &[blocker, blocked]).await?.is_some())
     }
 
     async fn open_direct(&self, a: &str, b: &str, now_ms: i64) -> StoreResult<(ConvMeta, bool)> {
@@ -943,16 +898,10 @@ impl Store for SqlStore {
     }
 
     async fn member(&self, conv_id: &str, user_id: &str) -> StoreResult<Option<Member>> {
-        let sql = self.q(&format!(
-            "SELECT {MEMBER_COLS} FROM members m WHERE m.conv_id = ? AND m.user_id = ?"
-        ));
-        let row = sqlx::query(&sql)
-            .bind(conv_id)
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(engine)?;
-        row.map(|r| member_from_row(&r, 0)).transpose()
+        let sql =
+            format!("SELECT {MEMBER_COLS} FROM members m WHERE m.conv_id = ? AND m.user_id = ?");
+        let r = self.row(&sql, &[conv_id, user_id]).await?;
+        r.map(|r| member_from_row(&r, 0)).transpose()
     }
 
     async fn membership(
@@ -1129,14 +1078,10 @@ impl Store for SqlStore {
     }
 
     async fn dedup(&self, sender: &str, client_msg_id: &str) -> StoreResult<Option<DedupRecord>> {
-        let row = sqlx::query(&self.q("SELECT conv_id, kind, msg_id, seq, ts FROM dedup \
-             WHERE sender = ? AND client_msg_id = ?"))
-        .bind(sender)
-        .bind(client_msg_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(engine)?;
-        row.map(|r| writer::dedup_from_row(&r, 0)).transpose()
+        let sql = "SELECT conv_id, kind, msg_id, seq, ts FROM dedup \
+                   WHERE sender = ? AND client_msg_id = ?";
+        let r = self.row(sql, &[sender, client_msg_id]).await?;
+        r.map(|r| writer::dedup_from_row(&r, 0)).transpose()
     }
 
     async fn events(
@@ -1223,16 +1168,9 @@ impl Store for SqlStore {
         device_id: &str,
         conv_id: &str,
     ) -> StoreResult<Option<u64>> {
-        let row = sqlx::query(
-            &self.q("SELECT seq FROM acks WHERE user_id = ? AND device_id = ? AND conv_id = ?"),
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(conv_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(engine)?;
-        row.map(|r| r.try_get::<i64, _>(0).map(|s| s as u64).map_err(engine))
+        let sql = "SELECT seq FROM acks WHERE user_id = ? AND device_id = ? AND conv_id = ?";
+        let r = self.row(sql, &[user_id, device_id, conv_id]).await?;
+        r.map(|r| r.try_get::<i64, _>(0).map(|s| s as u64).map_err(engine))
             .transpose()
     }
 
@@ -1253,20 +1191,49 @@ impl Store for SqlStore {
 
 impl SqlStore {
     async fn set_pair(&self, table: &str, user_id: &str, other: &str, on: bool) -> StoreResult<()> {
-        let sql = if on {
-            self.d
-                .upsert(table, &["user_id", "other"], &["user_id", "other"], &[], 1)
+        if on {
+            let sql = self
+                .d
+                .upsert(table, &["user_id", "other"], &["user_id", "other"], &[], 1);
+            self.exec_prepared(&sql, &[user_id, other]).await
         } else {
-            self.q(&format!(
-                "DELETE FROM {table} WHERE user_id = ? AND other = ?"
-            ))
-        };
-        sqlx::query(&sql)
-            .bind(user_id)
-            .bind(other)
-            .execute(&self.pool)
-            .await
-            .map_err(engine)?;
+            let sql = format!("DELETE FROM {table} WHERE user_id = ? AND other = ?");
+            self.exec(&sql, &[user_id, other]).await
+        }
+    }
+
+    /// One row (or none) of `sql` (`?` placeholders) with text arguments.
+    async fn row(&self, sql: &str, args: &[&str]) -> StoreResult<Option<AnyRow>> {
+        let sql = self.q(sql);
+        let mut q = sqlx::query(&sql);
+        for a in args {
+            q = q.bind(*a);
+        }
+        q.fetch_optional(&self.pool).await.map_err(engine)
+    }
+
+    /// Every row of `sql` (`?` placeholders) with text arguments.
+    async fn rows(&self, sql: &str, args: &[&str]) -> StoreResult<Vec<AnyRow>> {
+        let sql = self.q(sql);
+        let mut q = sqlx::query(&sql);
+        for a in args {
+            q = q.bind(*a);
+        }
+        q.fetch_all(&self.pool).await.map_err(engine)
+    }
+
+    /// Runs `sql` (`?` placeholders) with text arguments.
+    async fn exec(&self, sql: &str, args: &[&str]) -> StoreResult<()> {
+        self.exec_prepared(&self.q(sql), args).await
+    }
+
+    /// Runs `sql`, already in the dialect's placeholders.
+    async fn exec_prepared(&self, sql: &str, args: &[&str]) -> StoreResult<()> {
+        let mut q = sqlx::query(sql);
+        for a in args {
+            q = q.bind(*a);
+        }
+        q.execute(&self.pool).await.map_err(engine)?;
         Ok(())
     }
 }

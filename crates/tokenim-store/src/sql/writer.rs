@@ -70,43 +70,33 @@ pub(crate) fn dedup_from_row(r: &AnyRow, at: usize) -> StoreResult<DedupRecord> 
     })
 }
 
-/// Inserts a conversation row; `false` when `ignore_taken` and a direct
-/// conversation of the same pair exists.
-pub(crate) async fn insert_conv(
-    d: Dialect,
-    tx: &mut Transaction<'static, Any>,
+/// The columns of `convs`, in the order [`bind_conv`] binds them.
+const CONV_TABLE_COLS: [&str; 12] = [
+    "conv_id",
+    "ty",
+    "title",
+    "created_at",
+    "only_admins_send",
+    "pair_a",
+    "pair_b",
+    "last_seq",
+    "last_ts",
+    "msg_count",
+    "member_count",
+    "members_ver",
+];
+
+/// Binds one `convs` row: `meta` with membership version `ver`.
+fn bind_conv<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     meta: &ConvMeta,
-    ignore_taken: bool,
-) -> StoreResult<bool> {
-    let cols = [
-        "conv_id",
-        "ty",
-        "title",
-        "created_at",
-        "only_admins_send",
-        "pair_a",
-        "pair_b",
-        "last_seq",
-        "last_ts",
-        "msg_count",
-        "member_count",
-        "members_ver",
-    ];
-    let sql = if ignore_taken {
-        d.upsert("convs", &cols, &["pair_a", "pair_b"], &[], 1)
-    } else {
-        d.sql(&format!(
-            "INSERT INTO convs ({}) VALUES ({})",
-            cols.join(", "),
-            marks(cols.len())
-        ))
-    };
+    ver: i64,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
     let (a, b) = match &meta.pair {
         Some((a, b)) => (Some(a.clone()), Some(b.clone())),
         None => (None, None),
     };
-    let done = sqlx::query(&sql)
-        .bind(meta.conv_id.clone())
+    q.bind(meta.conv_id.clone())
         .bind(enum_str(&meta.ty))
         .bind(meta.title.clone())
         .bind(meta.created_at)
@@ -117,7 +107,28 @@ pub(crate) async fn insert_conv(
         .bind(meta.last_ts)
         .bind(meta.msg_count as i64)
         .bind(meta.member_count as i64)
-        .bind(0i64)
+        .bind(ver)
+}
+
+/// Inserts a conversation row; `false` when `ignore_taken` and a direct
+/// conversation of the same pair exists.
+pub(crate) async fn insert_conv(
+    d: Dialect,
+    tx: &mut Transaction<'static, Any>,
+    meta: &ConvMeta,
+    ignore_taken: bool,
+) -> StoreResult<bool> {
+    let cols = &CONV_TABLE_COLS;
+    let sql = if ignore_taken {
+        d.upsert("convs", cols, &["pair_a", "pair_b"], &[], 1)
+    } else {
+        d.sql(&format!(
+            "INSERT INTO convs ({}) VALUES ({})",
+            cols.join(", "),
+            marks(cols.len())
+        ))
+    };
+    let done = bind_conv(sqlx::query(&sql), meta, 0)
         .execute(&mut **tx)
         .await
         .map_err(engine)?;
@@ -526,20 +537,6 @@ impl Shard {
         // The conversations' new positions: one multi-row upsert (every row
         // exists and is locked, so it is an update).
         let dirty: Vec<&String> = w.dirty_convs.iter().collect();
-        let cols = [
-            "conv_id",
-            "ty",
-            "title",
-            "created_at",
-            "only_admins_send",
-            "pair_a",
-            "pair_b",
-            "last_seq",
-            "last_ts",
-            "msg_count",
-            "member_count",
-            "members_ver",
-        ];
         for chunk in dirty.chunks(CHUNK) {
             let update = [
                 "title",
@@ -550,29 +547,19 @@ impl Shard {
                 "member_count",
                 "members_ver",
             ];
-            let sql = d.upsert("convs", &cols, &["conv_id"], &update, chunk.len());
+            let sql = d.upsert(
+                "convs",
+                &CONV_TABLE_COLS,
+                &["conv_id"],
+                &update,
+                chunk.len(),
+            );
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 let m = &w.convs[*id];
                 let ver =
                     w.vers.get(*id).copied().unwrap_or(0) + w.members_moved.contains(*id) as i64;
-                let (a, b) = match &m.pair {
-                    Some((a, b)) => (Some(a.clone()), Some(b.clone())),
-                    None => (None, None),
-                };
-                q = q
-                    .bind((*id).clone())
-                    .bind(enum_str(&m.ty))
-                    .bind(m.title.clone())
-                    .bind(m.created_at)
-                    .bind(m.only_admins_send as i64)
-                    .bind(a)
-                    .bind(b)
-                    .bind(m.last_seq as i64)
-                    .bind(m.last_ts)
-                    .bind(m.msg_count as i64)
-                    .bind(m.member_count as i64)
-                    .bind(ver);
+                q = bind_conv(q, m, ver);
             }
             q.execute(&mut **tx).await?;
         }
