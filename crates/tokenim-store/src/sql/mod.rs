@@ -181,6 +181,10 @@ pub(crate) fn text(r: &AnyRow, i: usize) -> StoreResult<String> {
 /// limit of 65,535 bound parameters).
 pub(crate) const CHUNK: usize = 500;
 
+/// Joins a conversation `c` to its last event `e`.
+pub(crate) const LAST_EVENT: &str =
+    "LEFT JOIN events e ON e.conv_id = c.conv_id AND e.seq = c.last_seq";
+
 /// Columns of a conversation row, then the body of its last event.
 pub(crate) const CONV_COLS: &str = "c.conv_id, c.ty, c.title, c.created_at, \
     c.only_admins_send, c.pair_a, c.pair_b, c.last_seq, c.last_ts, c.msg_count, \
@@ -502,16 +506,9 @@ impl SqlStore {
     }
 
     async fn fetch_conv(&self, conv_id: &str) -> StoreResult<Option<ConvMeta>> {
-        let sql = self.q(&format!(
-            "SELECT {CONV_COLS}, e.body FROM convs c \
-             LEFT JOIN events e ON e.conv_id = c.conv_id AND e.seq = c.last_seq \
-             WHERE c.conv_id = ?"
-        ));
-        let row = sqlx::query(&sql)
-            .bind(conv_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(engine)?;
+        let sql =
+            format!("SELECT {CONV_COLS}, e.body FROM convs c {LAST_EVENT} WHERE c.conv_id = ?");
+        let row = self.row(&sql, &[conv_id]).await?;
         row.map(|r| conv_from_row(&r, 0, true)).transpose()
     }
 }
@@ -803,18 +800,11 @@ impl Store for SqlStore {
 
     async fn open_direct(&self, a: &str, b: &str, now_ms: i64) -> StoreResult<(ConvMeta, bool)> {
         let (x, y) = if a <= b { (a, b) } else { (b, a) };
-        let find = self.q(&format!(
-            "SELECT {CONV_COLS}, e.body FROM convs c \
-             LEFT JOIN events e ON e.conv_id = c.conv_id AND e.seq = c.last_seq \
+        let find = format!(
+            "SELECT {CONV_COLS}, e.body FROM convs c {LAST_EVENT} \
              WHERE c.pair_a = ? AND c.pair_b = ?"
-        ));
-        let existing = sqlx::query(&find)
-            .bind(x)
-            .bind(y)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(engine)?;
-        if let Some(r) = existing {
+        );
+        if let Some(r) = self.row(&find, &[x, y]).await? {
             return Ok((conv_from_row(&r, 0, true)?, false));
         }
         let meta = ConvMeta {
@@ -835,12 +825,8 @@ impl Store for SqlStore {
         if !inserted {
             // Another node opened it first.
             tx.rollback().await.map_err(engine)?;
-            let r = sqlx::query(&find)
-                .bind(x)
-                .bind(y)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(engine)?;
+            let r = self.row(&find, &[x, y]).await?;
+            let r = r.ok_or_else(|| engine("the direct conversation vanished"))?;
             return Ok((conv_from_row(&r, 0, true)?, false));
         }
         let mut users = vec![x];
@@ -909,18 +895,12 @@ impl Store for SqlStore {
         conv_id: &str,
         user_id: &str,
     ) -> StoreResult<Option<(ConvMeta, Member)>> {
-        let sql = self.q(&format!(
+        let sql = format!(
             "SELECT {CONV_COLS}, e.body, {MEMBER_COLS} FROM convs c \
-             JOIN members m ON m.conv_id = c.conv_id AND m.user_id = ? \
-             LEFT JOIN events e ON e.conv_id = c.conv_id AND e.seq = c.last_seq \
+             JOIN members m ON m.conv_id = c.conv_id AND m.user_id = ? {LAST_EVENT} \
              WHERE c.conv_id = ?"
-        ));
-        let row = sqlx::query(&sql)
-            .bind(user_id)
-            .bind(conv_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(engine)?;
+        );
+        let row = self.row(&sql, &[user_id, conv_id]).await?;
         row.map(|r| Ok((conv_from_row(&r, 0, true)?, member_from_row(&r, 13)?)))
             .transpose()
     }
@@ -989,17 +969,11 @@ impl Store for SqlStore {
     }
 
     async fn user_convs(&self, user_id: &str) -> StoreResult<Vec<(ConvMeta, Member)>> {
-        let sql = self.q(&format!(
+        let sql = format!(
             "SELECT {CONV_COLS}, e.body, {MEMBER_COLS} FROM members m \
-             JOIN convs c ON c.conv_id = m.conv_id \
-             LEFT JOIN events e ON e.conv_id = c.conv_id AND e.seq = c.last_seq \
-             WHERE m.user_id = ?"
-        ));
-        let rows = sqlx::query(&sql)
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(engine)?;
+             JOIN convs c ON c.conv_id = m.conv_id {LAST_EVENT} WHERE m.user_id = ?"
+        );
+        let rows = self.rows(&sql, &[user_id]).await?;
         rows.iter()
             .map(|r| Ok((conv_from_row(r, 0, true)?, member_from_row(r, 13)?)))
             .collect()
