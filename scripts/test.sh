@@ -51,7 +51,11 @@ echo "==> nginx in front of a three-node cluster (scripts/nginx-check.sh)"
 t=$SECONDS
 check_db="tokenim_nginx_check_$$"
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $check_db"
-trap 'psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $check_db WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
+cleanup_check() {
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $check_db WITH (FORCE)" >/dev/null 2>&1 || true
+  redis-cli --scan --pattern "nginxcheck$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
+}
+trap cleanup_check EXIT
 TOKENIM_BIN="$PWD/target/debug/tokenim" \
   TOKENIM_NODE_ARGS="--database-url postgres://postgres@127.0.0.1/$check_db --redis-url redis://127.0.0.1:6379 --redis-prefix nginxcheck$$" \
   scripts/nginx-check.sh

@@ -141,6 +141,18 @@ struct Cluster {
     nodes: Vec<Node>,
     /// Dropped (the database with it) after the nodes.
     _db: TestDatabase,
+    /// The cluster's Redis key prefix: its keys are deleted on drop, after
+    /// the nodes have stopped.
+    prefix: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let (url, prefix) = (redis_url(), self.prefix.clone());
+        let _ = std::thread::spawn(move || tokenim_server::cluster::forget_prefix(&url, &prefix))
+            .join();
+    }
 }
 
 impl Cluster {
@@ -154,7 +166,11 @@ impl Cluster {
         for id in ["n1", "n2", "n3"] {
             nodes.push(Node::start(id, &db, &prefix, heartbeat_ms).await);
         }
-        Cluster { nodes, _db: db }
+        Cluster {
+            nodes,
+            _db: db,
+            prefix,
+        }
     }
 
     fn node(&self, i: usize) -> &Node {

@@ -887,6 +887,33 @@ impl Cluster {
     }
 }
 
+/// Deletes every Redis key of the cluster `prefix` on `redis_url` (a
+/// cluster retired for good; the tests' throw-away clusters). Blocking;
+/// answers how many keys it deleted.
+pub fn forget_prefix(redis_url: &str, prefix: &str) -> redis::RedisResult<usize> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_connection()?;
+    let pattern = format!("{prefix}:*");
+    let mut cursor = 0u64;
+    let mut deleted = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut conn)?;
+        if !keys.is_empty() {
+            deleted += redis::cmd("DEL").arg(&keys).query::<usize>(&mut conn)?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
 /// An unregistration in flight; counted down on drop.
 pub struct Pending(Arc<Cluster>);
 

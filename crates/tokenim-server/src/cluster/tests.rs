@@ -26,8 +26,32 @@ fn redis_url() -> String {
     std::env::var("TOKENIM_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-fn prefix() -> String {
-    format!("tokenim-test-{}", random_hex(6))
+/// A test cluster's key prefix; its keys are deleted when it is dropped.
+struct Prefix(String);
+
+impl std::ops::Deref for Prefix {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        // Blocking: run it off the test's runtime thread.
+        let (url, prefix) = (redis_url(), self.0.clone());
+        let _ = std::thread::spawn(move || super::forget_prefix(&url, &prefix)).join();
+    }
+}
+
+fn prefix() -> Prefix {
+    Prefix(format!("tokenim-test-{}", random_hex(6)))
 }
 
 /// A node: an App with its own embedded store, joined to the cluster
