@@ -1065,7 +1065,7 @@ async fn connect(
                 },
                 Some(Ok(Message::Close(c))) => {
                     let code = c.as_ref().map(|c| u16::from(c.code));
-                    if code == Some(4001) {
+                    if code == Some(tokenim_proto::close::UNAUTHORIZED) {
                         return Err(Error::api(ErrorCode::Unauthorized, "token refused"));
                     }
                     return Err(Error::Protocol(format!(

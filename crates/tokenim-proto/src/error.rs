@@ -89,3 +89,24 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }
+
+/// WebSocket close codes of PROTOCOL.md section 3, beside the HTTP status
+/// table above: the one place the numbers are written.
+pub mod close {
+    /// A clean close (the client said goodbye, or the server's last frame).
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down: reconnect (to another node) and sync.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke the WebSocket protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Abnormal end: the write failed (never sent on the wire).
+    pub const ABNORMAL: u16 = 1006;
+    /// A frame over `max_frame_bytes`.
+    pub const TOO_BIG: u16 = 1009;
+    /// No valid `auth` frame first, or its token was refused.
+    pub const UNAUTHORIZED: u16 = 4001;
+    /// Kicked (`kicked` frame first: replaced, logged out, revoked, slow).
+    pub const KICKED: u16 = 4002;
+    /// Silent for two heartbeats.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4003;
+}

@@ -10,7 +10,7 @@ mod event;
 mod frames;
 mod http;
 
-pub use error::{ErrorBody, ErrorCode, ErrorResponse};
+pub use error::{ErrorBody, ErrorCode, ErrorResponse, close};
 pub use event::{Content, Event, EventKind};
 pub use frames::*;
 pub use http::*;

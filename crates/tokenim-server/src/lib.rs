@@ -1,24 +1,24 @@
-//! The tokenim server: the HTTP API, the WebSocket gateway, authentication,
-//! the registry of online devices and the push of committed events, on one
-//! node or as a node of a cluster sharing a database and a Redis
-//! ([`cluster`]).
+//! The tokenim server: the HTTP API and the WebSocket gateway (`api`), the
+//! services that enforce the protocol's rules (`services`), the delivery
+//! of committed events and notices to sockets (`delivery`), cluster mode
+//! over Redis (`cluster`), authentication, configuration, metrics and the
+//! serving loop.
 //!
-//! It enforces the protocol's rules through [`app::App`], stores through the
-//! `tokenim-store` trait (never an engine directly) and must not contain
-//! domain rules that belong in `tokenim-core`.
+//! Layers, each using only the ones below it: `api` → `services` →
+//! `delivery` + `cluster` → the store (through the `tokenim-store` trait,
+//! never an engine directly). Domain rules belong in `tokenim-core`, the
+//! wire format in `tokenim-proto`; `state` wires one node together.
 
-pub mod app;
+pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod fanout;
-pub mod http;
-pub mod hub;
+pub mod delivery;
 pub mod metrics;
-pub mod outbox;
 pub mod serve;
-pub mod web;
-pub mod ws;
+pub mod services;
+pub mod state;
+pub mod views;
 
 pub use config::Config;
 pub use serve::{Server, open_store, start};

@@ -14,12 +14,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The metrics text; the cluster's counters when running as a node.
+    /// The metrics text, with `extra` counters (the cluster's, on a node).
     pub fn render(
         &self,
         connections: usize,
         online_users: usize,
-        cluster: Option<&crate::cluster::Stats>,
+        extra: &[(&'static str, &'static str, u64)],
     ) -> String {
         let mut s = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
@@ -56,56 +56,8 @@ impl Metrics {
             "error replies sent",
             get(&self.errors_sent),
         );
-        if let Some(c) = cluster {
-            for (name, help, v) in [
-                (
-                    "tokenim_cluster_published_total",
-                    "messages published to the cluster bus",
-                    &c.published,
-                ),
-                (
-                    "tokenim_cluster_publish_dropped_total",
-                    "messages not published (queue full or redis failing)",
-                    &c.publish_dropped,
-                ),
-                (
-                    "tokenim_cluster_received_total",
-                    "messages received from other nodes",
-                    &c.received,
-                ),
-                (
-                    "tokenim_cluster_received_dropped_total",
-                    "event batches from other nodes dropped (dispatcher queue full)",
-                    &c.received_dropped,
-                ),
-                (
-                    "tokenim_cluster_redis_errors_total",
-                    "failed or timed-out redis calls",
-                    &c.redis_errors,
-                ),
-                (
-                    "tokenim_cluster_gap_filled_total",
-                    "events read from the store to fill a gap before a push",
-                    &c.gap_filled,
-                ),
-                (
-                    "tokenim_cluster_repeats_dropped_total",
-                    "events not pushed again (already pushed by this node)",
-                    &c.repeats_dropped,
-                ),
-                (
-                    "tokenim_cluster_rate_limit_local_total",
-                    "rate-limit checks answered locally because redis failed",
-                    &c.rate_limit_local,
-                ),
-                (
-                    "tokenim_cluster_reaped_nodes_total",
-                    "dead nodes whose devices this node took offline",
-                    &c.reaped_nodes,
-                ),
-            ] {
-                counter(name, help, get(v));
-            }
+        for (name, help, v) in extra {
+            counter(name, help, *v);
         }
         let _ = writeln!(
             s,

@@ -19,16 +19,17 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
-use crate::app::{App, Delivery, Dispatch};
 use crate::auth::Tokens;
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::outbox::Close;
+use crate::delivery::dispatcher::{QUEUE, Sink};
+use crate::delivery::outbox::Close;
+use crate::state::AppState;
 
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
-    pub app: Arc<App>,
+    pub app: Arc<AppState>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -109,30 +110,16 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server>
         }
         None => (None, Tokens::load_or_create(&cfg.data_dir)?),
     };
-    let app = App::new(cfg, store.clone(), cluster.clone(), tokens)?;
+    let app = AppState::new(cfg, store.clone(), cluster.clone(), tokens)?;
 
-    let (dtx, mut drx) = mpsc::channel(1024);
-    store.set_sink(Arc::new(Dispatch(dtx.clone())));
-    let dispatcher = {
-        let app = app.clone();
-        tokio::spawn(async move {
-            while let Some(d) = drx.recv().await {
-                match d {
-                    Delivery::Local(batch) => {
-                        if let Some(c) = &app.cluster {
-                            c.publish_events(&batch);
-                        }
-                        app.deliver(batch).await;
-                    }
-                    Delivery::Remote(batch) => app.deliver(batch).await,
-                }
-            }
-        })
-    };
+    let (ltx, lrx) = mpsc::channel(QUEUE);
+    let (rtx, rrx) = mpsc::channel(QUEUE);
+    store.set_sink(Arc::new(Sink(ltx)));
+    let dispatcher = app.dispatcher.clone().spawn(lrx, rrx);
     let (stop_tx, stop_rx) = watch::channel(false);
     let cluster_tasks = match &cluster {
         Some(c) => {
-            let tasks = c.spawn(app.clone(), dtx, stop_rx.clone());
+            let tasks = c.spawn(app.hub.clone(), rtx, stop_rx.clone());
             // Listen only once other nodes' traffic reaches this one.
             if !c.wait_subscribed(Duration::from_secs(5)).await {
                 tracing::warn!("not subscribed to the cluster bus yet; serving anyway");
@@ -140,7 +127,7 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server>
             tasks
         }
         None => {
-            drop(dtx);
+            drop(rtx);
             Vec::new()
         }
     };
@@ -155,30 +142,33 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server>
                     _ = tick.tick() => {}
                     _ = stop.changed() => break,
                 }
-                app.flush_acks().await;
+                app.marks.flush().await;
                 n += 1;
                 if n.is_multiple_of(120) {
-                    app.prune_buckets();
+                    app.rate.prune();
                 }
             }
         })
     };
-    let router = crate::http::router(app.clone());
+    let router = crate::api::http::router(app.clone());
     let task = {
         let app = app.clone();
         tokio::spawn(async move {
             accept_loop(listener, tls, router, stop_rx).await;
             // Stop: close every socket cleanly, let requests in flight finish.
             app.shutting_down.store(true, Ordering::Relaxed);
-            app.hub.close_all(Close::Code(1001, "server shutting down"));
+            app.hub.close_all(Close::Code(
+                tokenim_proto::close::GOING_AWAY,
+                "server shutting down",
+            ));
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while (app.hub.connections() > 0 || app.commits_in_flight.load(Ordering::Relaxed) > 0)
+            while (app.hub.connections() > 0 || app.commits.in_flight() > 0)
                 && tokio::time::Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let _ = ticker.await;
-            app.flush_acks().await;
+            app.marks.flush().await;
             app.store.shutdown().await;
             if let Some(c) = &app.cluster {
                 c.leave().await;

@@ -43,6 +43,18 @@ impl StoreError {
     }
 }
 
+/// What a client is told about a store failure, with `?`: a rejection as
+/// it is, an engine failure as `unavailable` (logged here, the one place,
+/// since the client never sees its cause).
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        if let StoreError::Engine(msg) = &e {
+            tracing::error!(error = %msg, "storage failure");
+        }
+        e.to_client()
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The result of [`Store::append`], one entry per request.

@@ -137,7 +137,7 @@ impl TestServer {
         self.db.as_deref()
     }
 
-    pub fn app(&self) -> &Arc<tokenim_server::app::App> {
+    pub fn app(&self) -> &Arc<tokenim_server::state::AppState> {
         &self.server.as_ref().expect("running").app
     }
 

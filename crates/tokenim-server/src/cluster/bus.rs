@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokenim_proto::{Event, EventKind, KickReason};
 
-use crate::outbox::Priority;
+use crate::delivery::outbox::Priority;
 
 /// A message as sent (borrowing what it carries).
 #[derive(Serialize)]

@@ -38,9 +38,11 @@ use tokenim_proto::KickReason;
 use tokenim_store::Committed;
 use tokio::sync::{mpsc, watch};
 
-use crate::app::{App, Delivery, now_ms};
+use tokenim_core::clock::now_ms;
+
 use crate::config::Config;
-use crate::outbox::Priority;
+use crate::delivery::hub::Hub;
+use crate::delivery::outbox::Priority;
 use scripts::{Owner, Scripts};
 
 /// Deadline of a Redis call on a request's path.
@@ -71,6 +73,63 @@ pub struct Stats {
     pub repeats_dropped: AtomicU64,
     pub rate_limit_local: AtomicU64,
     pub reaped_nodes: AtomicU64,
+}
+
+impl Stats {
+    /// The counters as `/metrics` shows them: (name, help, value).
+    pub fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            (
+                "tokenim_cluster_published_total",
+                "messages published to the cluster bus",
+                &self.published,
+            ),
+            (
+                "tokenim_cluster_publish_dropped_total",
+                "messages not published (queue full or redis failing)",
+                &self.publish_dropped,
+            ),
+            (
+                "tokenim_cluster_received_total",
+                "messages received from other nodes",
+                &self.received,
+            ),
+            (
+                "tokenim_cluster_received_dropped_total",
+                "event batches from other nodes dropped (dispatcher queue full)",
+                &self.received_dropped,
+            ),
+            (
+                "tokenim_cluster_redis_errors_total",
+                "failed or timed-out redis calls",
+                &self.redis_errors,
+            ),
+            (
+                "tokenim_cluster_gap_filled_total",
+                "events read from the store to fill a gap before a push",
+                &self.gap_filled,
+            ),
+            (
+                "tokenim_cluster_repeats_dropped_total",
+                "events not pushed again (already pushed by this node)",
+                &self.repeats_dropped,
+            ),
+            (
+                "tokenim_cluster_rate_limit_local_total",
+                "rate-limit checks answered locally because redis failed",
+                &self.rate_limit_local,
+            ),
+            (
+                "tokenim_cluster_reaped_nodes_total",
+                "dead nodes whose devices this node took offline",
+                &self.reaped_nodes,
+            ),
+        ]
+        .into_iter()
+        .map(|(name, help, v)| (name, help, get(v)))
+        .collect()
+    }
 }
 
 /// A message waiting to be published: its channel and payload.
@@ -497,8 +556,8 @@ impl Cluster {
     /// the node's lease, reaping dead nodes).
     pub fn spawn(
         self: &Arc<Self>,
-        app: Arc<App>,
-        deliveries: mpsc::Sender<Delivery>,
+        hub: Arc<Hub>,
+        deliveries: mpsc::Sender<Vec<Committed>>,
         stop: watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
@@ -506,11 +565,11 @@ impl Cluster {
             tasks.push(tokio::spawn(self.clone().publisher(rx)));
         }
         tasks.push(tokio::spawn(self.clone().subscriber(
-            app.clone(),
+            hub.clone(),
             deliveries,
             stop.clone(),
         )));
-        tasks.push(tokio::spawn(self.clone().heartbeat(app, stop)));
+        tasks.push(tokio::spawn(self.clone().heartbeat(hub, stop)));
         tasks
     }
 
@@ -560,8 +619,8 @@ impl Cluster {
     /// and resubscribes when the connection drops.
     async fn subscriber(
         self: Arc<Self>,
-        app: Arc<App>,
-        deliveries: mpsc::Sender<Delivery>,
+        hub: Arc<Hub>,
+        deliveries: mpsc::Sender<Vec<Committed>>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut backoff = Duration::from_millis(50);
@@ -585,7 +644,7 @@ impl Cluster {
                     loop {
                         tokio::select! {
                             m = stream.next() => match m {
-                                Some(m) => self.on_message(&app, &deliveries, m.get_payload_bytes()),
+                                Some(m) => self.on_message(&hub, &deliveries, m.get_payload_bytes()),
                                 None => break,
                             },
                             _ = stop.changed() => return,
@@ -606,7 +665,7 @@ impl Cluster {
         }
     }
 
-    fn on_message(&self, app: &App, deliveries: &mpsc::Sender<Delivery>, payload: &[u8]) {
+    fn on_message(&self, hub: &Hub, deliveries: &mpsc::Sender<Vec<Committed>>, payload: &[u8]) {
         let msg = match bus::decode(payload) {
             Ok(m) => m,
             Err(e) => {
@@ -618,7 +677,6 @@ impl Cluster {
             return; // delivered locally already
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let hub = &app.hub;
         match msg {
             bus::In::Events { events, .. } => {
                 let batch = events
@@ -634,7 +692,7 @@ impl Cluster {
                 // Bounded: when this node is this far behind, the events are
                 // dropped here and come back as a gap fill with the
                 // conversation's next event (or at the devices' next sync).
-                if deliveries.try_send(Delivery::Remote(batch)).is_err() {
+                if deliveries.try_send(batch).is_err() {
                     self.stats.received_dropped.fetch_add(1, Ordering::Relaxed);
                     self.failed("deliver", &"dispatcher queue full; remote events dropped");
                 }
@@ -677,7 +735,7 @@ impl Cluster {
 
     /// Every `heartbeat_ms / 4`: reap dead nodes; every other round also
     /// renew this node's lease and its devices' entries.
-    async fn heartbeat(self: Arc<Self>, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    async fn heartbeat(self: Arc<Self>, hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.heartbeat_ms / 4));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut round = 0u64;
@@ -687,15 +745,15 @@ impl Cluster {
                 _ = stop.changed() => return,
             }
             if round.is_multiple_of(2) {
-                self.renew(&app).await;
+                self.renew(&hub).await;
             }
             round += 1;
-            self.reap(&app).await;
+            self.reap(&hub).await;
         }
     }
 
     /// Renews the lease and every local device's entry (pipelined).
-    async fn renew(&self, app: &App) {
+    async fn renew(&self, hub: &Hub) {
         let me = self.me();
         let users_key = self.users_key(&me);
         let mut pipe = redis::pipe();
@@ -711,7 +769,7 @@ impl Cluster {
             .arg(now_ms())
             .ignore();
         pipe.load_script(&self.scripts.renew).ignore();
-        let conns = app.hub.local_devices();
+        let conns = hub.local_devices();
         for chunk in conns.chunks(RENEW_CHUNK) {
             let mut inv = self.scripts.renew.prepare_invoke();
             inv.key(&users_key).arg(self.entry_ttl_ms());
@@ -735,7 +793,7 @@ impl Cluster {
     /// Finds node incarnations whose lease expired and, once per dead node
     /// across the cluster, removes their entries and announces `offline`
     /// for the users left without a live device.
-    async fn reap(&self, app: &App) {
+    async fn reap(&self, hub: &Hub) {
         let nodes_key = self.key("nodes");
         let mut c = self.conn.clone();
         let Some(nodes) = self
@@ -769,12 +827,12 @@ impl Cluster {
         };
         for (n, alive) in others.iter().zip(alive) {
             if !alive {
-                self.reap_node(app, n).await;
+                self.reap_node(hub, n).await;
             }
         }
     }
 
-    async fn reap_node(&self, app: &App, dead: &str) {
+    async fn reap_node(&self, hub: &Hub, dead: &str) {
         let mut c = self.conn.clone();
         let claimed: Option<Option<String>> = self
             .background(
@@ -821,8 +879,8 @@ impl Cluster {
             for (u, n) in chunk.iter().zip(live) {
                 if n == 0 {
                     offline += 1;
-                    app.hub.note_last_seen(u, now);
-                    app.hub.announce(u, false, now);
+                    hub.note_last_seen(u, now);
+                    hub.announce(u, false, now);
                     self.publish_presence(u, false, now);
                 }
             }

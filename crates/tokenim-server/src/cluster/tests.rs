@@ -2,7 +2,7 @@
 //! `redis://127.0.0.1:6379`; every test uses a prefix of its own): the
 //! registry, cross-node pushes and kicks, dead-node reaping, the shared
 //! token bucket, surviving a Redis outage, and in-order delivery with gap
-//! fills. Nodes here are `App`s in one process, each with its own embedded
+//! fills. Nodes here are `AppState`s in one process, each with its own embedded
 //! store; the three-process tests with PostgreSQL are in
 //! `crates/tokenim/tests/cluster.rs`.
 
@@ -15,10 +15,10 @@ use tokenim_store::Store;
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::app::App;
 use crate::auth::Tokens;
-use crate::hub::Conn;
-use crate::outbox::Close;
+use crate::delivery::hub::Conn;
+use crate::delivery::outbox::Close;
+use crate::state::AppState;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -54,13 +54,13 @@ fn prefix() -> Prefix {
     Prefix(format!("tokenim-test-{}", random_hex(6)))
 }
 
-/// A node: an App with its own embedded store, joined to the cluster
+/// A node: an AppState with its own embedded store, joined to the cluster
 /// `prefix` (tasks running, subscribed).
 struct Node {
-    app: Arc<App>,
+    app: Arc<AppState>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     _stop: watch::Sender<bool>,
-    deliveries: mpsc::Receiver<Delivery>,
+    deliveries: mpsc::Receiver<Vec<Committed>>,
     _dir: tempfile::TempDir,
 }
 
@@ -81,10 +81,10 @@ impl Node {
             Arc::new(tokenim_store::embedded::EmbeddedStore::open(dir.path()).unwrap());
         let cluster = Cluster::connect(&cfg).await.expect("redis is running");
         let key = cluster.shared_token_key(dir.path()).await.unwrap();
-        let app = App::new(cfg, store, Some(cluster.clone()), Tokens::from_key(key)).unwrap();
+        let app = AppState::new(cfg, store, Some(cluster.clone()), Tokens::from_key(key)).unwrap();
         let (tx, rx) = mpsc::channel(1024);
         let (stop, stop_rx) = watch::channel(false);
-        let tasks = cluster.spawn(app.clone(), tx, stop_rx);
+        let tasks = cluster.spawn(app.hub.clone(), tx, stop_rx);
         assert!(cluster.wait_subscribed(WAIT).await, "subscribed");
         Node {
             app,
@@ -155,12 +155,13 @@ async fn pushes_and_presence_cross_nodes() {
     assert_eq!(f["user_id"], "u_bob");
     assert_eq!(
         n1.app
-            .presences(&["u_bob".into(), "u_carol".into()])
+            .presence
+            .frames(&["u_bob".into(), "u_carol".into()])
             .await
             .len(),
         2
     );
-    match n1.app.presence_of("u_bob").await {
+    match n1.app.presence.of("u_bob").await {
         ServerFrame::Presence { online, .. } => assert!(online, "bob is online on n2"),
         other => panic!("{other:?}"),
     }
@@ -181,7 +182,7 @@ async fn pushes_and_presence_cross_nodes() {
     n2.app.fanout.disconnected(&bob);
     let f = frame_where(&watcher, |f| f["type"] == "presence").await;
     assert_eq!(f["online"], false);
-    match n1.app.presence_of("u_bob").await {
+    match n1.app.presence.of("u_bob").await {
         ServerFrame::Presence { online, .. } => assert!(!online),
         other => panic!("{other:?}"),
     }
@@ -267,7 +268,7 @@ async fn a_dead_nodes_users_go_offline_within_two_heartbeats() {
     assert_eq!(f["online"], false);
     assert_eq!(f["user_id"], "u_z");
     assert!(killed.elapsed() < Duration::from_millis(2 * hb));
-    match n1.app.presence_of("u_z").await {
+    match n1.app.presence.of("u_z").await {
         ServerFrame::Presence { online, .. } => assert!(!online),
         other => panic!("{other:?}"),
     }
@@ -352,11 +353,11 @@ async fn a_redis_outage_degrades_to_local_and_recovers() {
     proxy.cut();
     // Sends are still rate limited, locally, and fast.
     let t = tokio::time::Instant::now();
-    n1.app.check_send_rate("u_bob").await.expect("local bucket");
+    n1.app.rate.send("u_bob").await.expect("local bucket");
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert!(n1.cluster().stats.rate_limit_local.load(Ordering::Relaxed) >= 1);
     // Presence falls back to this node's view.
-    match n1.app.presence_of("u_bob").await {
+    match n1.app.presence.of("u_bob").await {
         ServerFrame::Presence { online, .. } => assert!(online),
         other => panic!("{other:?}"),
     }
@@ -463,7 +464,7 @@ async fn out_of_order_events_reach_sockets_in_order_without_gaps() {
     own.sending.lock().insert("m1".into());
     // Arrivals: 1, then 4 (2 and 3 are missing), 3 again, 2, 6, 5, 6.
     for seq in [1, 4, 3, 2, 6, 5, 6] {
-        n1.app.deliver(vec![committed(seq)]).await;
+        n1.app.dispatcher.deliver(vec![committed(seq)]).await;
     }
     let mut seqs = Vec::new();
     let mut added = 0;

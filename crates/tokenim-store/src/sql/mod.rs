@@ -383,12 +383,7 @@ async fn migrate_pool(d: Dialect, pool: &AnyPool) -> StoreResult<Vec<i64>> {
     result
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use tokenim_core::clock::now_ms;
 
 /// A conversation's member list as last read, with the version it had.
 pub(crate) type MemberCache = HashMap<String, (i64, Arc<[String]>)>;

@@ -7,13 +7,13 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::app::App;
+use crate::state::AppState;
 
-const INDEX: &str = include_str!("../web/index.html");
-const APP_JS: &str = include_str!("../web/app.js");
-const STYLE: &str = include_str!("../web/style.css");
+const INDEX: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const STYLE: &str = include_str!("../../web/style.css");
 
-pub fn routes() -> Router<Arc<App>> {
+pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route(
             "/",

@@ -10,7 +10,7 @@ use axum::extract::ws::Utf8Bytes;
 use parking_lot::{Mutex, RwLock};
 use tokenim_proto::{KickReason, ServerFrame};
 
-use crate::outbox::{Close, Outbox, Priority};
+use crate::delivery::outbox::{Close, Outbox, Priority};
 
 /// One live, authenticated socket.
 pub struct Conn {

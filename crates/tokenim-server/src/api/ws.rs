@@ -1,6 +1,12 @@
 //! The WebSocket gateway (PROTOCOL.md section 3): the auth handshake,
 //! heartbeats, in-order request handling with pipelined commits, and the
 //! writer that drains the connection's outbox with write coalescing.
+//!
+//! Rule 8 (a socket's requests are handled in arrival order) across request
+//! types: writes are queued in order and answered in order while later
+//! frames are read; a frame that reads a conversation the socket is still
+//! writing to (an edit, recall, read or ack of it, or any sync) first waits
+//! for those writes to commit, so its facts include them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,9 +24,19 @@ use tokenim_core::Error;
 use tokenim_proto::*;
 use tokio::time::Instant;
 
-use crate::app::{Actor, App, TimelineReq, now_ms};
-use crate::hub::Conn;
-use crate::outbox::{Close, Priority};
+use std::collections::HashMap;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use serde_json::Value;
+use tokenim_core::clock::now_ms;
+use tokenim_proto::close;
+
+use crate::api::http::ApiError;
+use crate::delivery::hub::Conn;
+use crate::delivery::outbox::{Close, Priority};
+use crate::services::Actor;
+use crate::services::timeline::TimelineReq;
+use crate::state::AppState;
 
 /// How long a new socket has to authenticate.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,10 +44,26 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// is not read until one finishes.
 const MAX_IN_FLIGHT: usize = 256;
 
-pub async fn upgrade(State(app): State<Arc<App>>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(app): State<Arc<AppState>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     if app.shutting_down.load(Ordering::Relaxed) {
-        return crate::http::ApiError(Error::unavailable("shutting down")).into_response();
+        return ApiError(Error::unavailable("shutting down")).into_response();
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            // Every /v1 body is JSON (section 2), this one too.
+            let status = rejection.status();
+            let mut r = ApiError(Error::bad_request(
+                "this endpoint takes a WebSocket upgrade (GET with Upgrade: websocket)",
+            ))
+            .into_response();
+            *r.status_mut() = status;
+            return r;
+        }
+    };
     let max = app.limits.max_frame_bytes as usize;
     ws.max_message_size(max)
         .max_frame_size(max)
@@ -59,14 +91,16 @@ fn error_frame(id: Option<RequestId>, e: Error) -> ServerFrame {
     }
 }
 
-async fn serve(app: Arc<App>, mut socket: WebSocket) {
+async fn serve(app: Arc<AppState>, mut socket: WebSocket) {
     let actor = match Box::pin(authenticate(&app, &mut socket)).await {
         Ok(a) => a,
         Err(frame) => {
             if let Some(f) = frame {
                 let _ = socket.send(Message::Text(f.to_json().into())).await;
             }
-            let _ = socket.send(close_msg(4001, "unauthorized")).await;
+            let _ = socket
+                .send(close_msg(close::UNAUTHORIZED, "unauthorized"))
+                .await;
             return;
         }
     };
@@ -92,24 +126,17 @@ async fn serve(app: Arc<App>, mut socket: WebSocket) {
         conn: conn.clone(),
     };
     app.fanout.connected(&conn).await;
-    let _ = app
-        .store
-        .touch_device(&actor.user_id, &actor.device_id, now_ms(), false)
-        .await;
+    app.devices.touch(&actor).await;
 
     let (sink, stream) = socket.split();
     let writer = tokio::spawn(write_loop(app.clone(), conn.clone(), sink));
     read_loop(&app, &actor, &conn, stream, writer).await;
-
-    let _ = app
-        .store
-        .touch_device(&actor.user_id, &actor.device_id, now_ms(), false)
-        .await;
+    app.devices.touch(&actor).await;
 }
 
 /// A socket's place in the hub, given back on drop.
 struct Registered {
-    app: Arc<App>,
+    app: Arc<AppState>,
     conn: Arc<Conn>,
 }
 
@@ -120,7 +147,10 @@ impl Drop for Registered {
 }
 
 /// Reads the first frame: it must be a valid `auth`.
-async fn authenticate(app: &App, socket: &mut WebSocket) -> Result<Actor, Option<ServerFrame>> {
+async fn authenticate(
+    app: &AppState,
+    socket: &mut WebSocket,
+) -> Result<Actor, Option<ServerFrame>> {
     let unauthorized = |id, msg: &str| Some(error_frame(id, Error::unauthorized(msg)));
     let first = match tokio::time::timeout(AUTH_TIMEOUT, socket.recv()).await {
         Err(_) => return Err(unauthorized(None, "no auth frame in time")),
@@ -130,27 +160,28 @@ async fn authenticate(app: &App, socket: &mut WebSocket) -> Result<Actor, Option
     let Message::Text(text) = first else {
         return Err(unauthorized(None, "the first frame must be auth"));
     };
-    let env: Envelope = match serde_json::from_str(&text) {
-        Ok(e) => e,
-        Err(_) => return Err(unauthorized(None, "the first frame must be auth")),
+    let Ok(peek) = serde_json::from_str::<Peek>(&text) else {
+        return Err(unauthorized(None, "the first frame must be auth"));
     };
-    if env.ty != "auth" {
-        return Err(unauthorized(env.id, "the first frame must be auth"));
+    let id = peek.id.filter(|i| i.is_string() || i.is_number());
+    if peek.ty.as_ref().and_then(Value::as_str) != Some("auth") {
+        return Err(unauthorized(id, "the first frame must be auth"));
     }
     let auth: AuthFrame = match serde_json::from_str(&text) {
         Ok(a) => a,
-        Err(_) => return Err(unauthorized(env.id, "auth needs a token")),
+        Err(_) => return Err(unauthorized(id, "auth needs a token")),
     };
-    app.authenticate(&auth.token)
+    app.accounts
+        .authenticate(&auth.token)
         .await
-        .map_err(|e| Some(error_frame(env.id, e)))
+        .map_err(|e| Some(error_frame(id, e)))
 }
 
 /// How long a closing socket may take to take its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 async fn write_loop(
-    app: Arc<App>,
+    app: Arc<AppState>,
     conn: Arc<Conn>,
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
 ) {
@@ -170,7 +201,7 @@ async fn write_loop(
             tokio::select! {
                 r = write => {
                     if r.is_err() {
-                        conn.outbox.close(Close::Code(1006, "write failed"));
+                        conn.outbox.close(Close::Code(close::ABNORMAL, "write failed"));
                         return;
                     }
                     continue;
@@ -196,7 +227,7 @@ async fn write_loop(
                     tracing::warn!(user_id = %conn.user_id, device_id = %conn.device_id, "slow consumer kicked");
                 }
                 let f = ServerFrame::Kicked { reason }.to_json();
-                vec![Message::Text(f.into()), close_msg(4002, "kicked")]
+                vec![Message::Text(f.into()), close_msg(close::KICKED, "kicked")]
             }
             Close::Code(code, reason) => vec![close_msg(code, reason)],
         };
@@ -212,10 +243,61 @@ async fn write_loop(
     }
 }
 
-type Reply = Pin<Box<dyn Future<Output = ServerFrame> + Send>>;
+/// A request waiting for its commit: the conversation it writes to and,
+/// once committed, its answer.
+type Reply = Pin<Box<dyn Future<Output = (String, ServerFrame)> + Send>>;
+
+/// The socket's requests waiting for commits, answered in arrival order,
+/// with how many write to each conversation.
+#[derive(Default)]
+struct InFlight {
+    replies: FuturesOrdered<Reply>,
+    writing: HashMap<String, usize>,
+}
+
+impl InFlight {
+    fn push(&mut self, conv_id: String, r: Reply) {
+        *self.writing.entry(conv_id).or_insert(0) += 1;
+        self.replies.push_back(r);
+    }
+
+    fn done(&mut self, conv_id: &str) {
+        if let Some(n) = self.writing.get_mut(conv_id) {
+            *n -= 1;
+            if *n == 0 {
+                self.writing.remove(conv_id);
+            }
+        }
+    }
+
+    /// Whether a frame must wait for this socket's writes before it is
+    /// handled: it reads a conversation being written to, or syncs.
+    fn must_wait(&self, peek: &Peek) -> bool {
+        if self.replies.is_empty() {
+            return false;
+        }
+        match peek.ty.as_ref().and_then(Value::as_str) {
+            Some("sync") => true,
+            Some("edit" | "recall" | "read" | "ack") => peek
+                .conv_id
+                .as_ref()
+                .and_then(Value::as_str)
+                .is_some_and(|c| self.writing.contains_key(c)),
+            _ => false,
+        }
+    }
+
+    /// Answers every request waiting, in order.
+    async fn drain(&mut self, conn: &Conn) {
+        while let Some((conv_id, reply)) = self.replies.next().await {
+            self.done(&conv_id);
+            conn.send(Priority::Control, &reply);
+        }
+    }
+}
 
 async fn read_loop(
-    app: &Arc<App>,
+    app: &Arc<AppState>,
     actor: &Actor,
     conn: &Arc<Conn>,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
@@ -223,7 +305,7 @@ async fn read_loop(
 ) {
     let silence = Duration::from_millis(app.limits.heartbeat_ms * 2);
     let mut deadline = Instant::now() + silence;
-    let mut in_flight: FuturesOrdered<Reply> = FuturesOrdered::new();
+    let mut in_flight = InFlight::default();
     let mut writer_done = false;
     loop {
         tokio::select! {
@@ -232,10 +314,11 @@ async fn read_loop(
                 writer_done = true;
                 break;
             }
-            Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((conv_id, reply)) = in_flight.replies.next(), if !in_flight.replies.is_empty() => {
+                in_flight.done(&conv_id);
                 conn.send(Priority::Control, &reply);
             }
-            msg = stream.next(), if in_flight.len() < MAX_IN_FLIGHT => {
+            msg = stream.next(), if in_flight.replies.len() < MAX_IN_FLIGHT => {
                 deadline = Instant::now() + silence;
                 match msg {
                     None => break,
@@ -245,18 +328,22 @@ async fn read_loop(
                         let text = e.to_string();
                         let too_big = text.contains("too long") || text.contains("Space limit");
                         if too_big {
-                            conn.outbox.close(Close::Code(1009, "frame too large"));
+                            conn.outbox.close(Close::Code(close::TOO_BIG, "frame too large"));
                         } else {
-                            conn.outbox.close(Close::Code(1002, "protocol error"));
+                            conn.outbox.close(Close::Code(close::PROTOCOL_ERROR, "protocol error"));
                         }
                         break;
                     }
                     Some(Ok(Message::Text(t))) => {
                         app.metrics.ws_frames_in.fetch_add(1, Ordering::Relaxed);
+                        let Some(peek) = envelope(app, conn, &t) else { continue };
+                        if in_flight.must_wait(&peek) {
+                            in_flight.drain(conn).await;
+                        }
                         // Boxed: a request's state lives only while it is handled,
                         // not in every idle socket's task.
-                        if let Some(r) = Box::pin(handle(app, actor, conn, &t)).await {
-                            in_flight.push_back(r);
+                        if let Some((conv_id, r)) = Box::pin(handle(app, actor, conn, peek, &t)).await {
+                            in_flight.push(conv_id, r);
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -267,16 +354,14 @@ async fn read_loop(
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                conn.outbox.close(Close::Code(4003, "heartbeat timeout"));
+                conn.outbox.close(Close::Code(close::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
                 break;
             }
         }
     }
     // Answer what is still committing, so a clean close loses no ack.
-    while let Some(reply) = in_flight.next().await {
-        conn.send(Priority::Control, &reply);
-    }
-    conn.outbox.close(Close::Code(1000, "bye"));
+    in_flight.drain(conn).await;
+    conn.outbox.close(Close::Code(close::NORMAL, "bye"));
     if !writer_done {
         let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     }
@@ -286,26 +371,59 @@ fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
     serde_json::from_str(text).map_err(|e| Error::bad_request(format!("bad frame: {e}")))
 }
 
-/// Handles one frame in arrival order. Requests that wait for a commit are
-/// returned as futures, which the caller answers in order as they finish.
-async fn handle(app: &Arc<App>, actor: &Actor, conn: &Arc<Conn>, text: &str) -> Option<Reply> {
-    let env: Envelope = match serde_json::from_str(text) {
-        Ok(e) => e,
+/// What is read of a frame before its type is known, leniently, so that an
+/// error can echo the frame's `id` whatever else is wrong with it (rule 21).
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default, rename = "type")]
+    ty: Option<Value>,
+    #[serde(default)]
+    conv_id: Option<Value>,
+}
+
+/// Reads a frame's envelope; answers the error itself (with the frame's
+/// `id` where it has a usable one) and gives `None` when the frame is not
+/// a JSON object with a valid `id`.
+fn envelope(app: &AppState, conn: &Conn, text: &str) -> Option<Peek> {
+    let refuse = |id: Option<Value>, e: Error| {
+        app.metrics.errors_sent.fetch_add(1, Ordering::Relaxed);
+        conn.send(Priority::Control, &error_frame(id, e));
+    };
+    let peek: Peek = match serde_json::from_str(text) {
+        Ok(p) => p,
         Err(e) => {
-            let err = Error::bad_request(format!("bad frame: {e}"));
-            conn.send(Priority::Control, &error_frame(None, err));
+            refuse(None, Error::bad_request(format!("bad frame: {e}")));
             return None;
         }
     };
-    let id = env.id.clone();
-    if let Some(i) = &id
+    if let Some(i) = &peek.id
         && !(i.is_string() || i.is_number())
     {
-        let err = Error::bad_request("id must be a string or a number");
-        conn.send(Priority::Control, &error_frame(None, err));
+        refuse(None, Error::bad_request("id must be a string or a number"));
         return None;
     }
-    match handle_typed(app, actor, conn, &env.ty, text).await {
+    Some(peek)
+}
+
+/// Handles one frame in arrival order. Requests that wait for a commit are
+/// returned as futures (with the conversation they write to), which the
+/// caller answers in order as they finish.
+async fn handle(
+    app: &Arc<AppState>,
+    actor: &Actor,
+    conn: &Arc<Conn>,
+    peek: Peek,
+    text: &str,
+) -> Option<(String, Reply)> {
+    let id = peek.id;
+    let r = match peek.ty.as_ref().map(|t| t.as_str()) {
+        Some(Some(ty)) => handle_typed(app, actor, conn, ty, text).await,
+        Some(None) => Err(Error::bad_request("type must be a string")),
+        None => Err(Error::bad_request("a frame needs a type")),
+    };
+    match r {
         Ok(r) => r,
         Err(e) => {
             app.metrics.errors_sent.fetch_add(1, Ordering::Relaxed);
@@ -316,12 +434,12 @@ async fn handle(app: &Arc<App>, actor: &Actor, conn: &Arc<Conn>, text: &str) -> 
 }
 
 async fn handle_typed(
-    app: &Arc<App>,
+    app: &Arc<AppState>,
     actor: &Actor,
     conn: &Arc<Conn>,
     ty: &str,
     text: &str,
-) -> Result<Option<Reply>, Error> {
+) -> Result<Option<(String, Reply)>, Error> {
     match ty {
         "ping" => {
             let f: PingFrame = parse(text)?;
@@ -345,29 +463,29 @@ async fn handle_typed(
         "ack" => {
             let f: AckFrame = parse(text)?;
             tokenim_core::validate::opaque_id("conv_id", &f.conv_id)?;
-            match app.ack(actor, &f.conv_id, f.seq).await {
+            match app.marks.ack(actor, &f.conv_id, f.seq).await {
                 Err(e) if e.code == ErrorCode::NotFound => {} // acks have no reply
                 r => r?,
             }
         }
         "sync" => {
             let f: SyncFrame = parse(text)?;
-            let r = app.sync(actor, &f).await?;
+            let r = app.sync.sync(actor, &f).await?;
             conn.send(Priority::Control, &r);
         }
         "read" => {
             let f: ReadFrame = parse(text)?;
-            app.read(actor, &f.conv_id, f.seq).await?;
+            app.marks.read(actor, &f.conv_id, f.seq).await?;
         }
         "typing" => {
             let f: TypingFrame = parse(text)?;
-            app.typing(actor, &f.conv_id).await?;
+            app.presence.typing(actor, &f.conv_id).await?;
         }
         "presence_sub" => {
             let f: PresenceSubFrame = parse(text)?;
-            let allowed = app.presence_allowed(actor, &f.user_ids).await?;
+            let allowed = app.presence.allowed(actor, &f.user_ids).await?;
             app.hub.set_subs(conn, allowed.clone());
-            for p in app.presences(&allowed).await {
+            for p in app.presence.frames(&allowed).await {
                 conn.send(Priority::Control, &p);
             }
         }
@@ -381,18 +499,18 @@ async fn handle_typed(
 }
 
 async fn timeline(
-    app: &Arc<App>,
+    app: &Arc<AppState>,
     actor: &Actor,
     conn: &Arc<Conn>,
     id: Option<RequestId>,
     conv_id: String,
     cmid: String,
     req: TimelineReq,
-) -> Result<Option<Reply>, Error> {
+) -> Result<Option<(String, Reply)>, Error> {
     // Until its event is pushed (or the request fails), this socket is the
     // event's sender: it is not pushed its own event.
     conn.sending.lock().insert(cmid.clone());
-    let p = match app.prepare(actor, &conv_id, &cmid, req).await {
+    let p = match app.timeline.prepare(actor, &conv_id, &cmid, req).await {
         Ok(p) => p,
         Err(e) => {
             conn.sending.lock().remove(&cmid);
@@ -401,13 +519,14 @@ async fn timeline(
     };
     let app = app.clone();
     let conn = conn.clone();
-    Ok(Some(Box::pin(async move {
-        let done = app.complete(&conv_id, &cmid, p).await;
+    let writes_to = conv_id.clone();
+    let reply: Reply = Box::pin(async move {
+        let done = app.timeline.complete(&conv_id, &cmid, p).await;
         if !done.as_ref().is_ok_and(|a| a.created) {
             // A repeat or a failure: no event of this request comes.
             conn.sending.lock().remove(&cmid);
         }
-        match done {
+        let frame = match done {
             Ok(a) => ServerFrame::SendAck(SendAck {
                 id,
                 client_msg_id: a.client_msg_id,
@@ -417,6 +536,8 @@ async fn timeline(
                 ts: a.ts,
             }),
             Err(e) => error_frame(id, e),
-        }
-    })))
+        };
+        (conv_id, frame)
+    });
+    Ok(Some((writes_to, reply)))
 }

@@ -155,6 +155,11 @@ impl Outbox {
     }
 }
 
+/// A frame as the text every recipient's outbox shares (serialized once).
+pub fn shared(f: &tokenim_proto::ServerFrame) -> Utf8Bytes {
+    f.to_json().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,5 @@
 //! The HTTP JSON API (PROTOCOL.md section 2). Handlers parse and bound the
-//! input, call [`App`], and map errors through the one code→status table.
+//! input, call one service, and map errors through the one code→status table.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +18,9 @@ use tokenim_core::{Error, validate};
 use tokenim_proto::*;
 use tokenim_store::Op;
 
-use crate::app::{Actor, App, TimelineReq};
+use crate::services::Actor;
+use crate::services::timeline::TimelineReq;
+use crate::state::AppState;
 
 /// An error as an HTTP response: status from the code, JSON body, and
 /// `Retry-After` for `rate_limited`.
@@ -58,27 +60,27 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The authenticated caller.
 pub struct Auth(pub Actor);
 
-impl FromRequestParts<Arc<App>> for Auth {
+impl FromRequestParts<Arc<AppState>> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> ApiResult<Self> {
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> ApiResult<Self> {
         let h = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| Error::unauthorized("missing bearer token"))?;
-        Ok(Auth(app.authenticate(h.trim()).await?))
+        Ok(Auth(app.accounts.authenticate(h.trim()).await?))
     }
 }
 
 /// A JSON body, bounded by `max_frame_bytes`, with protocol errors.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<Arc<App>> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, app: &Arc<App>) -> ApiResult<Self> {
+    async fn from_request(req: Request, app: &Arc<AppState>) -> ApiResult<Self> {
         let limit = app.limits.max_frame_bytes as usize;
         let body = axum::body::to_bytes(req.into_body(), limit)
             .await
@@ -96,7 +98,7 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
 
 /// The client's address: the peer, or, when the peer is a trusted load
 /// balancer, the right-most `X-Forwarded-For` entry that is not one.
-fn client_ip(app: &App, parts: &axum::http::request::Parts) -> std::net::IpAddr {
+fn client_ip(app: &AppState, parts: &axum::http::request::Parts) -> std::net::IpAddr {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -121,7 +123,7 @@ fn client_ip(app: &App, parts: &axum::http::request::Parts) -> std::net::IpAddr 
         .unwrap_or(peer)
 }
 
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<AppState>) -> Router {
     let conv = "/v1/conversations/{conv_id}";
     Router::new()
         .route("/v1/accounts", post(create_account))
@@ -158,11 +160,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route(&format!("{conv}/messages"), post(post_message))
         .route("/v1/push-token", put(push_token))
         .route("/v1/admin/users", post(admin_users))
-        .route("/v1/ws", get(crate::ws::upgrade))
+        .route("/v1/ws", get(crate::api::ws::upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::web::routes())
+        .merge(crate::api::web::routes())
         .fallback(|| async { ApiError(Error::not_found("no such route")) })
         .method_not_allowed_fallback(|| async {
             let mut r = ApiError(Error::bad_request("method not allowed")).into_response();
@@ -181,7 +183,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Turns any error the framework produced as plain text into the protocol's
 /// JSON error body, so every `/v1` error is JSON.
-async fn json_errors(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+async fn json_errors(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     let is_ws = req.uri().path() == "/v1/ws";
     let r = next.run(req).await;
@@ -205,46 +207,55 @@ async fn json_errors(State(app): State<Arc<App>>, req: Request, next: Next) -> R
 }
 
 async fn create_account(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     req: Request,
 ) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
     let (parts, body) = req.into_parts();
-    app.check_login_rate(client_ip(&app, &parts)).await?;
+    app.rate.login(client_ip(&app, &parts)).await?;
     let JsonBody(body) =
         JsonBody::<CreateAccount>::from_request(Request::from_parts(parts, body), &app).await?;
-    Ok((StatusCode::CREATED, axum::Json(app.register(body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(app.accounts.register(body).await?),
+    ))
 }
 
 async fn create_session(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     req: Request,
 ) -> ApiResult<(StatusCode, axum::Json<SessionCreated>)> {
     let (parts, body) = req.into_parts();
-    app.check_login_rate(client_ip(&app, &parts)).await?;
+    app.rate.login(client_ip(&app, &parts)).await?;
     let JsonBody(body) =
         JsonBody::<CreateSession>::from_request(Request::from_parts(parts, body), &app).await?;
-    Ok((StatusCode::CREATED, axum::Json(app.login(body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(app.accounts.login(body).await?),
+    ))
 }
 
-async fn delete_session(State(app): State<Arc<App>>, Auth(a): Auth) -> ApiResult<StatusCode> {
-    app.logout(&a).await?;
+async fn delete_session(State(app): State<Arc<AppState>>, Auth(a): Auth) -> ApiResult<StatusCode> {
+    app.accounts.logout(&a).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(State(app): State<Arc<App>>, Auth(a): Auth) -> ApiResult<axum::Json<UserInfo>> {
-    Ok(axum::Json(app.user_info(&a.user_id).await?))
+async fn me(State(app): State<Arc<AppState>>, Auth(a): Auth) -> ApiResult<axum::Json<UserInfo>> {
+    Ok(axum::Json(app.accounts.user_info(&a.user_id).await?))
 }
 
-async fn devices(State(app): State<Arc<App>>, Auth(a): Auth) -> ApiResult<axum::Json<DeviceList>> {
-    Ok(axum::Json(app.devices(&a).await?))
+async fn devices(
+    State(app): State<Arc<AppState>>,
+    Auth(a): Auth,
+) -> ApiResult<axum::Json<DeviceList>> {
+    Ok(axum::Json(app.devices.list(&a).await?))
 }
 
 async fn delete_device(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(device_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    app.remove_device(&a, &device_id).await?;
+    app.devices.remove(&a, &device_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -303,7 +314,7 @@ fn num(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
 }
 
 async fn find_users(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(_): Auth,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<axum::Json<UserList>> {
@@ -311,66 +322,66 @@ async fn find_users(
     let name = q
         .get("username")
         .ok_or_else(|| Error::bad_request("username is required"))?;
-    Ok(axum::Json(app.find_users(name).await?))
+    Ok(axum::Json(app.accounts.find_users(name).await?))
 }
 
 async fn get_user(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(_): Auth,
     Path(user_id): Path<String>,
 ) -> ApiResult<axum::Json<UserInfo>> {
-    Ok(axum::Json(app.user_info(&user_id).await?))
+    Ok(axum::Json(app.accounts.user_info(&user_id).await?))
 }
 
 async fn contacts(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
 ) -> ApiResult<axum::Json<ContactList>> {
-    Ok(axum::Json(app.contacts(&a).await?))
+    Ok(axum::Json(app.contacts.contacts(&a).await?))
 }
 
 async fn add_contact(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(u): Path<String>,
 ) -> ApiResult<StatusCode> {
-    app.set_contact(&a, &u, true).await?;
+    app.contacts.set_contact(&a, &u, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn remove_contact(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(u): Path<String>,
 ) -> ApiResult<StatusCode> {
-    app.set_contact(&a, &u, false).await?;
+    app.contacts.set_contact(&a, &u, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn block(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(u): Path<String>,
 ) -> ApiResult<StatusCode> {
-    app.set_block(&a, &u, true).await?;
+    app.contacts.set_block(&a, &u, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn unblock(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(u): Path<String>,
 ) -> ApiResult<StatusCode> {
-    app.set_block(&a, &u, false).await?;
+    app.contacts.set_block(&a, &u, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn create_conversation(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     JsonBody(body): JsonBody<CreateConversation>,
 ) -> ApiResult<(StatusCode, axum::Json<Conversation>)> {
-    let (c, created) = app.create_conversation(&a, body).await?;
+    let (c, created) = app.convs.create(&a, body).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -380,62 +391,61 @@ async fn create_conversation(
 }
 
 async fn list_conversations(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
 ) -> ApiResult<axum::Json<ConversationList>> {
-    Ok(axum::Json(app.list_conversations(&a).await?))
+    Ok(axum::Json(app.convs.list(&a).await?))
 }
 
 async fn get_conversation(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(conv_id): Path<String>,
 ) -> ApiResult<axum::Json<Conversation>> {
-    let (meta, me) = app.membership(&conv_id, &a.user_id).await?;
-    Ok(axum::Json(app.conv_object(&meta, &me).await?))
+    Ok(axum::Json(app.convs.get(&a, &conv_id).await?))
 }
 
 async fn patch_conversation(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(conv_id): Path<String>,
     JsonBody(body): JsonBody<PatchConversation>,
 ) -> ApiResult<axum::Json<Conversation>> {
-    app.manage(
-        &a,
-        &conv_id,
-        Op::Update {
-            title: body.title,
-            only_admins_send: body.only_admins_send,
-        },
-    )
-    .await?;
-    let (meta, me) = app.membership(&conv_id, &a.user_id).await?;
-    Ok(axum::Json(app.conv_object(&meta, &me).await?))
+    app.convs
+        .manage(
+            &a,
+            &conv_id,
+            Op::Update {
+                title: body.title,
+                only_admins_send: body.only_admins_send,
+            },
+        )
+        .await?;
+    Ok(axum::Json(app.convs.get(&a, &conv_id).await?))
 }
 
 async fn add_members(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(conv_id): Path<String>,
     JsonBody(body): JsonBody<AddMembers>,
 ) -> ApiResult<axum::Json<Conversation>> {
     let user_ids = validate::user_ids(&body.user_ids)?;
-    app.manage(
-        &a,
-        &conv_id,
-        Op::AddMembers {
-            user_ids,
-            max_members: app.limits.max_group_members,
-        },
-    )
-    .await?;
-    let (meta, me) = app.membership(&conv_id, &a.user_id).await?;
-    Ok(axum::Json(app.conv_object(&meta, &me).await?))
+    app.convs
+        .manage(
+            &a,
+            &conv_id,
+            Op::AddMembers {
+                user_ids,
+                max_members: app.limits.max_group_members,
+            },
+        )
+        .await?;
+    Ok(axum::Json(app.convs.get(&a, &conv_id).await?))
 }
 
 async fn list_members(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(conv_id): Path<String>,
     RawQuery(raw): RawQuery,
@@ -448,12 +458,12 @@ async fn list_members(
     };
     let after = q.get("after").map(String::as_str);
     Ok(axum::Json(
-        app.members_page(&a, &conv_id, after, limit).await?,
+        app.convs.members_page(&a, &conv_id, after, limit).await?,
     ))
 }
 
 async fn remove_member(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path((conv_id, user_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
@@ -462,40 +472,43 @@ async fn remove_member(
     } else {
         Op::Remove { user_id }
     };
-    app.manage(&a, &conv_id, op).await?;
+    app.convs.manage(&a, &conv_id, op).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn set_role(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path((conv_id, user_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<SetRole>,
 ) -> ApiResult<StatusCode> {
-    app.manage(
-        &a,
-        &conv_id,
-        Op::SetRole {
-            user_id,
-            role: body.role,
-        },
-    )
-    .await?;
+    app.convs
+        .manage(
+            &a,
+            &conv_id,
+            Op::SetRole {
+                user_id,
+                role: body.role,
+            },
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn set_mute(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path((conv_id, user_id)): Path<(String, String)>,
     JsonBody(body): JsonBody<SetMute>,
 ) -> ApiResult<StatusCode> {
-    app.set_mute(&a, &conv_id, &user_id, body.until).await?;
+    app.convs
+        .set_mute(&a, &conv_id, &user_id, body.until)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn events(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(conv_id): Path<String>,
     RawQuery(raw): RawQuery,
@@ -514,28 +527,31 @@ async fn events(
     };
     let (after, before) = (seq("after_seq")?, seq("before_seq")?);
     Ok(axum::Json(
-        app.history(&a, &conv_id, after, before, limit).await?,
+        app.timeline
+            .history(&a, &conv_id, after, before, limit)
+            .await?,
     ))
 }
 
 async fn receipts(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path((conv_id, seq)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<Receipts>> {
     let seq: u64 = seq
         .parse()
         .map_err(|_| Error::bad_request("seq must be a positive integer"))?;
-    Ok(axum::Json(app.receipts(&a, &conv_id, seq).await?))
+    Ok(axum::Json(app.marks.receipts(&a, &conv_id, seq).await?))
 }
 
 async fn post_message(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     Path(conv_id): Path<String>,
     JsonBody(body): JsonBody<PostMessage>,
 ) -> ApiResult<(StatusCode, axum::Json<MessagePosted>)> {
     let p = app
+        .timeline
         .prepare(
             &a,
             &conv_id,
@@ -543,7 +559,10 @@ async fn post_message(
             TimelineReq::Send(body.content),
         )
         .await?;
-    let ack = app.complete(&conv_id, &body.client_msg_id, p).await?;
+    let ack = app
+        .timeline
+        .complete(&conv_id, &body.client_msg_id, p)
+        .await?;
     let status = if ack.created {
         StatusCode::CREATED
     } else {
@@ -560,27 +579,11 @@ async fn post_message(
 }
 
 async fn push_token(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     Auth(a): Auth,
     JsonBody(body): JsonBody<PushToken>,
 ) -> ApiResult<StatusCode> {
-    if !["webhook", "apns", "fcm"].contains(&body.provider.as_str()) {
-        return Err(Error::bad_request("provider must be webhook, apns or fcm").into());
-    }
-    if body.token.is_empty() || body.token.len() > 4096 {
-        return Err(Error::bad_request("token must be 1-4096 bytes").into());
-    }
-    app.store
-        .set_push_token(
-            &a.user_id,
-            &a.device_id,
-            Some(tokenim_store::PushTarget {
-                provider: body.provider,
-                token: body.token,
-            }),
-        )
-        .await
-        .map_err(crate::app::store_err)?;
+    app.devices.set_push_token(&a, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -597,7 +600,7 @@ struct BulkCreated {
 }
 
 async fn admin_users(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> ApiResult<axum::Json<BulkCreated>> {
@@ -617,11 +620,11 @@ async fn admin_users(
         return Err(Error::too_large("at most 100000 users per request").into());
     }
     Ok(axum::Json(BulkCreated {
-        user_ids: app.bulk_register(req.users).await?,
+        user_ids: app.accounts.bulk_register(req.users).await?,
     }))
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> Response {
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if app.store.ready().await && !app.shutting_down.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -629,11 +632,14 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let body = app.metrics.render(
         app.hub.connections(),
         app.hub.online_users(),
-        app.cluster.as_ref().map(|c| &c.stats),
+        &app.cluster
+            .as_ref()
+            .map(|c| c.stats.counters())
+            .unwrap_or_default(),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

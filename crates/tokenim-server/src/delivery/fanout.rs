@@ -1,5 +1,5 @@
 //! Where a push goes: to this node's sockets (the [`Hub`]) and, in cluster
-//! mode, to every other node's. `App` pushes through here and never
+//! mode, to every other node's. The services push through here and never
 //! through the hub directly, so a rule never needs to know whether it runs
 //! on one node or many.
 //!
@@ -8,7 +8,7 @@
 //! registry lookup per frame, and right even while the registry is behind);
 //! kicks go to the one node the registry says holds the socket. Committed
 //! events are not pushed here: each node's dispatcher delivers them to its
-//! own sockets (see `App::deliver`).
+//! own sockets (see `dispatcher::Dispatcher::deliver`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,10 +16,10 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use tokenim_proto::KickReason;
 
-use crate::app::now_ms;
 use crate::cluster::Cluster;
-use crate::hub::{Conn, Hub, PresenceChange};
-use crate::outbox::Priority;
+use crate::delivery::hub::{Conn, Hub, PresenceChange};
+use crate::delivery::outbox::Priority;
+use tokenim_core::clock::now_ms;
 
 pub struct Fanout {
     pub hub: Arc<Hub>,

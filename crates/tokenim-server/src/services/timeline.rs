@@ -1,0 +1,211 @@
+//! The timeline: send, recall and edit (gather the facts once, let
+//! `tokenim_core::timeline::check` decide, queue the write) and history.
+//!
+//! Per-socket order (rule 8) is kept in two places: queueing is
+//! synchronous, so a socket's writes reach the store's writer in the order
+//! they were sent; and the gateway lets a request that reads a
+//! conversation (an edit, recall, read, ack or sync) see the socket's
+//! earlier writes by waiting for their commits before its facts are
+//! gathered (`crate::api::ws`).
+
+use std::sync::Arc;
+
+use tokenim_core::clock::now_ms;
+use tokenim_core::timeline::{self as rules, Facts, Request, Target};
+use tokenim_core::{Limits, Result, validate};
+use tokenim_proto::EventPage;
+use tokenim_store::{AppendFuture, DedupRecord, Op, RequestKind, Store};
+
+use crate::services::Actor;
+use crate::services::commits::Commits;
+use crate::services::conversations::Conversations;
+use crate::services::rate::RateLimits;
+use crate::views::facts;
+
+/// A timeline request from a client.
+pub enum TimelineReq {
+    Send(serde_json::Value),
+    Recall(u64),
+    Edit(u64, serde_json::Value),
+}
+
+impl TimelineReq {
+    fn kind(&self) -> RequestKind {
+        match self {
+            TimelineReq::Send(_) => RequestKind::Send,
+            TimelineReq::Recall(_) => RequestKind::Recall,
+            TimelineReq::Edit(..) => RequestKind::Edit,
+        }
+    }
+
+    fn request(&self) -> Request {
+        match self {
+            TimelineReq::Send(_) => Request::Send,
+            TimelineReq::Recall(t) => Request::Recall { target_seq: *t },
+            TimelineReq::Edit(t, _) => Request::Edit { target_seq: *t },
+        }
+    }
+}
+
+/// A timeline request past its checks: answered already (a repeat) or
+/// queued for commit.
+pub enum Prepared {
+    Repeat(DedupRecord),
+    Queued(AppendFuture),
+}
+
+/// The result of a timeline request, as both surfaces report it.
+#[derive(Debug, Clone)]
+pub struct Acked {
+    pub conv_id: String,
+    pub client_msg_id: String,
+    pub msg_id: String,
+    pub seq: u64,
+    pub ts: i64,
+    pub created: bool,
+}
+
+pub struct Timeline {
+    store: Arc<dyn Store>,
+    limits: Limits,
+    rate: Arc<RateLimits>,
+    convs: Arc<Conversations>,
+    commits: Arc<Commits>,
+}
+
+impl Timeline {
+    pub fn new(
+        store: Arc<dyn Store>,
+        limits: Limits,
+        rate: Arc<RateLimits>,
+        convs: Arc<Conversations>,
+        commits: Arc<Commits>,
+    ) -> Self {
+        Timeline {
+            store,
+            limits,
+            rate,
+            convs,
+            commits,
+        }
+    }
+
+    /// Checks a send, recall or edit and queues it for commit.
+    pub async fn prepare(
+        &self,
+        a: &Actor,
+        conv_id: &str,
+        cmid: &str,
+        req: TimelineReq,
+    ) -> Result<Prepared> {
+        // The input alone.
+        validate::opaque_id("conv_id", conv_id)?;
+        validate::client_msg_id(cmid)?;
+        let max = self.limits.max_content_bytes;
+        let op = match &req {
+            TimelineReq::Send(c) => Op::Message {
+                content: validate::content(c, max)?,
+            },
+            TimelineReq::Recall(t) => Op::Recall { target_seq: *t },
+            TimelineReq::Edit(t, c) => Op::Edit {
+                target_seq: *t,
+                content: validate::content(c, max)?,
+            },
+        };
+        self.rate.send(&a.user_id).await?;
+        // The facts, each read once.
+        if let Some(d) = self.store.dedup(&a.user_id, cmid).await? {
+            rules::repeat(d.conv_id == conv_id, d.kind == req.kind())?;
+            return Ok(Prepared::Repeat(d));
+        }
+        let (meta, me) = self.convs.membership(conv_id, &a.user_id).await?;
+        let now = now_ms();
+        let request = req.request();
+        let mut blocked_by_peer = false;
+        let mut target = None;
+        match request {
+            Request::Send => {
+                if let Some((x, y)) = &meta.pair {
+                    let peer = if *x == a.user_id { y } else { x };
+                    blocked_by_peer = self.store.is_blocked(peer, &a.user_id).await?;
+                }
+            }
+            Request::Recall { target_seq } | Request::Edit { target_seq } => {
+                rules::target_in_range(target_seq, meta.last_seq)?;
+                target = self
+                    .store
+                    .events(conv_id, target_seq, target_seq, 1)
+                    .await?
+                    .pop()
+                    .map(|e| Target {
+                        kind: e.kind,
+                        mine: e.sender == a.user_id,
+                        ts: e.ts,
+                    });
+            }
+        }
+        // One pure decision.
+        rules::check(
+            request,
+            &Facts {
+                ty: meta.ty,
+                only_admins_send: meta.only_admins_send,
+                last_seq: meta.last_seq,
+                me: facts(&me),
+                blocked_by_peer,
+                target,
+                now_ms: now,
+                recall_window_ms: self.limits.recall_window_ms,
+            },
+        )?;
+        Ok(Prepared::Queued(self.commits.queue(
+            a,
+            conv_id,
+            Some(cmid.to_owned()),
+            op,
+            now,
+        )))
+    }
+
+    /// Waits for a prepared request's commit.
+    pub async fn complete(&self, conv_id: &str, cmid: &str, p: Prepared) -> Result<Acked> {
+        let (msg_id, seq, ts, created) = match p {
+            Prepared::Repeat(d) => (d.msg_id, d.seq, d.ts, false),
+            Prepared::Queued(fut) => {
+                let o = self.commits.finish(fut).await?;
+                (o.msg_id().to_owned(), o.seq(), o.ts(), o.created())
+            }
+        };
+        Ok(Acked {
+            conv_id: conv_id.to_owned(),
+            client_msg_id: cmid.to_owned(),
+            msg_id,
+            seq,
+            ts,
+            created,
+        })
+    }
+
+    /// History (rule 16); `limit` is clamped to 500.
+    pub async fn history(
+        &self,
+        a: &Actor,
+        conv_id: &str,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: u64,
+    ) -> Result<EventPage> {
+        let (meta, _) = self.convs.membership(conv_id, &a.user_id).await?;
+        let p = rules::history_page(after, before, limit, meta.last_seq)?;
+        let events = if p.to == 0 || p.from > p.to {
+            Vec::new()
+        } else {
+            let n = (p.to - p.from + 1) as usize;
+            self.store.events(conv_id, p.from, p.to, n).await?
+        };
+        Ok(EventPage {
+            events,
+            has_more: p.has_more,
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! The composition root: builds the delivery layer and every service once
+//! per node and holds them for the HTTP and WebSocket adapters
+//! (`crate::api`), the background tasks and graceful shutdown (`serve`).
+//! No rule lives here.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokenim_core::Limits;
+use tokenim_store::Store;
+
+use crate::auth::{Passwords, Tokens};
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::delivery::dispatcher::Dispatcher;
+use crate::delivery::fanout::Fanout;
+use crate::delivery::hub::Hub;
+use crate::metrics::Metrics;
+use crate::services::accounts::Accounts;
+use crate::services::commits::Commits;
+use crate::services::contacts::Contacts;
+use crate::services::conversations::Conversations;
+use crate::services::devices::Devices;
+use crate::services::marks::Marks;
+use crate::services::presence::Presence;
+use crate::services::rate::RateLimits;
+use crate::services::sync::Sync;
+use crate::services::timeline::Timeline;
+
+pub struct AppState {
+    pub cfg: Config,
+    pub limits: Limits,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    /// This node's sockets.
+    pub hub: Arc<Hub>,
+    /// Notices to sockets on this node and, in cluster mode, the others.
+    pub fanout: Arc<Fanout>,
+    /// Committed events to sockets.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Cluster mode (`redis_url`): Redis and this node's part in it.
+    pub cluster: Option<Arc<Cluster>>,
+    pub rate: Arc<RateLimits>,
+    pub commits: Arc<Commits>,
+    pub accounts: Arc<Accounts>,
+    pub devices: Arc<Devices>,
+    pub contacts: Arc<Contacts>,
+    pub convs: Arc<Conversations>,
+    pub timeline: Arc<Timeline>,
+    pub marks: Arc<Marks>,
+    pub sync: Arc<Sync>,
+    pub presence: Arc<Presence>,
+    pub shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// Builds a node; `cluster` when running as a node of a cluster (whose
+    /// tokens are signed with the cluster's key).
+    pub fn new(
+        cfg: Config,
+        store: Arc<dyn Store>,
+        cluster: Option<Arc<Cluster>>,
+        tokens: Tokens,
+    ) -> anyhow::Result<Arc<AppState>> {
+        let passwords = Passwords::new(cfg.argon2_memory_kib, cfg.argon2_iterations)?;
+        let limits = cfg.limits.clone();
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::default());
+        let fanout = Arc::new(Fanout {
+            hub: hub.clone(),
+            cluster: cluster.clone(),
+        });
+        let dispatcher = Arc::new(Dispatcher::new(store.clone(), hub.clone(), cluster.clone()));
+        let rate = Arc::new(RateLimits::new(limits.clone(), cluster.clone()));
+        let commits = Arc::new(Commits::new(store.clone(), metrics.clone()));
+        let accounts = Arc::new(Accounts::new(
+            store.clone(),
+            limits.clone(),
+            tokens,
+            passwords,
+            fanout.clone(),
+        ));
+        let contacts = Arc::new(Contacts::new(store.clone(), accounts.clone()));
+        let convs = Arc::new(Conversations::new(
+            store.clone(),
+            limits.clone(),
+            fanout.clone(),
+            commits.clone(),
+            metrics.clone(),
+        ));
+        let timeline = Arc::new(Timeline::new(
+            store.clone(),
+            limits.clone(),
+            rate.clone(),
+            convs.clone(),
+            commits.clone(),
+        ));
+        let marks = Arc::new(Marks::new(
+            store.clone(),
+            limits.clone(),
+            convs.clone(),
+            fanout.clone(),
+        ));
+        let devices = Arc::new(Devices::new(store.clone(), fanout.clone(), marks.clone()));
+        let sync = Arc::new(Sync::new(store.clone(), limits.clone(), marks.clone()));
+        let presence = Arc::new(Presence::new(
+            store.clone(),
+            limits.clone(),
+            convs.clone(),
+            fanout.clone(),
+        ));
+        Ok(Arc::new(AppState {
+            cfg,
+            limits,
+            store,
+            metrics,
+            hub,
+            fanout,
+            dispatcher,
+            cluster,
+            rate,
+            commits,
+            accounts,
+            devices,
+            contacts,
+            convs,
+            timeline,
+            marks,
+            sync,
+            presence,
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+}

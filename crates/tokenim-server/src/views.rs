@@ -1,0 +1,57 @@
+//! The protocol's objects built from store records (a conversation as a
+//! member sees it, a member entry), shared by the services and the
+//! dispatcher so that both show the same thing.
+
+use tokenim_core::Result;
+use tokenim_core::perms::MemberFacts;
+use tokenim_proto::{Conversation, MemberInfo};
+use tokenim_store::{ConvMeta, Member, Store};
+
+/// Conversations up to this size carry their member list.
+pub const INLINE_MEMBERS: u64 = 500;
+
+/// The conversation object for member `me`, with the member list when the
+/// conversation is small enough (one read).
+pub async fn conversation(store: &dyn Store, meta: &ConvMeta, me: &Member) -> Result<Conversation> {
+    let mut c = conversation_light(meta, me);
+    if meta.member_count <= INLINE_MEMBERS {
+        let page = store
+            .members_page(&meta.conv_id, None, INLINE_MEMBERS as usize)
+            .await?;
+        c.members = Some(page.into_iter().map(member_info).collect());
+    }
+    Ok(c)
+}
+
+/// The conversation object without the member list (no read).
+pub fn conversation_light(meta: &ConvMeta, me: &Member) -> Conversation {
+    Conversation {
+        conv_id: meta.conv_id.clone(),
+        ty: meta.ty,
+        title: meta.title.clone(),
+        members: None,
+        member_count: meta.member_count,
+        last_seq: meta.last_seq,
+        read_seq: me.read_seq,
+        unread: me.unread(meta),
+        last_event: meta.last_event.as_deref().cloned(),
+        created_at: meta.created_at,
+        only_admins_send: meta.only_admins_send,
+    }
+}
+
+pub fn member_info(m: Member) -> MemberInfo {
+    MemberInfo {
+        user_id: m.user_id,
+        role: m.role,
+        muted_until: m.muted_until,
+    }
+}
+
+/// What the permission checks need to know of a member.
+pub fn facts(m: &Member) -> MemberFacts {
+    MemberFacts {
+        role: m.role,
+        muted_until: m.muted_until,
+    }
+}
