@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use tokenim_proto::system::{Edit, Recall, System};
 use tokenim_proto::{
     AckFrame, AuthFrame, ClientFrame, EditFrame, ErrorCode, Event, EventKind, KickReason,
     PingFrame, PresenceSubFrame, ReadFrame, RecallFrame, SendAck, SendFrame, ServerFrame,
@@ -763,18 +764,22 @@ impl Actor {
 
     /// The event the server made of an own request, as other devices see it.
     fn own_event(&self, entry: &OutboxEntry, ack: &SendAck) -> Event {
+        let as_raw =
+            |v: &Value| RawValue::from_string(v.to_string()).expect("a JSON value is valid JSON");
         let (kind, content) = match &entry.request {
-            Request::Send { content } => (EventKind::Message, content.clone()),
-            Request::Recall { target_seq } => {
-                (EventKind::Recall, json!({ "target_seq": target_seq }))
-            }
+            Request::Send { content } => (EventKind::Message, as_raw(content)),
+            Request::Recall { target_seq } => System::Recall(Recall {
+                target_seq: *target_seq,
+            })
+            .parts(),
             Request::Edit {
                 target_seq,
                 content,
-            } => (
-                EventKind::Edit,
-                json!({ "target_seq": target_seq, "content": content }),
-            ),
+            } => System::Edit(Edit {
+                target_seq: *target_seq,
+                content: as_raw(content),
+            })
+            .parts(),
         };
         Event {
             conv_id: ack.conv_id.clone(),
@@ -785,9 +790,7 @@ impl Actor {
             sender_device: self.device_id.clone(),
             kind,
             client_msg_id: Some(entry.client_msg_id.clone()),
-            content: Some(
-                RawValue::from_string(content.to_string()).expect("a JSON value is valid JSON"),
-            ),
+            content: Some(content),
             recalled: false,
             edited: false,
         }
@@ -997,7 +1000,8 @@ impl Actor {
             | ServerFrame::Pong { .. }
             | ServerFrame::Event { .. }
             | ServerFrame::SyncResult { .. }
-            | ServerFrame::ConvAdded { .. } => {}
+            | ServerFrame::ConvAdded { .. }
+            | ServerFrame::Unknown => {}
         }
         Ok(())
     }

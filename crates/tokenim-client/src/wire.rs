@@ -1,10 +1,7 @@
-//! Reading server frames.
-//!
-//! [`ServerFrame`] cannot be deserialized directly when a variant carries an
-//! [`Event`]: its `content` is a `RawValue`, which serde cannot read through
-//! an internally tagged enum. So the frames that carry events are picked out
-//! by `type` and read field by field.
+//! Reading server frames: through [`ServerFrame`] itself (the protocol's one
+//! definition), with the frames the actor handles apart picked out.
 
+#[cfg(test)]
 use serde_json::Value;
 use tokenim_proto::{Conversation, Event, RequestId, ServerFrame, SyncConversation};
 
@@ -29,28 +26,31 @@ pub(crate) enum Incoming {
     Unknown(String),
 }
 
-fn field<T: serde::de::DeserializeOwned>(v: &mut Value, name: &str) -> Result<T> {
-    serde_json::from_value(v[name].take())
-        .map_err(|e| Error::Protocol(format!("field {name:?}: {e}")))
-}
-
 pub(crate) fn parse(text: &str) -> Result<Incoming> {
-    let mut v: Value =
+    let f: ServerFrame =
         serde_json::from_str(text).map_err(|e| Error::Protocol(format!("frame: {e}")))?;
-    let ty = v["type"].as_str().unwrap_or_default().to_owned();
-    Ok(match ty.as_str() {
-        "event" => Incoming::Event(field(&mut v, "event")?),
-        "sync_result" => Incoming::SyncResult {
-            id: field(&mut v, "id")?,
-            conversations: field(&mut v, "conversations")?,
-            has_more: field(&mut v, "has_more")?,
+    Ok(match f {
+        ServerFrame::Event { event } => Incoming::Event(event),
+        ServerFrame::SyncResult {
+            id,
+            conversations,
+            has_more,
+        } => Incoming::SyncResult {
+            id,
+            conversations,
+            has_more,
         },
-        "conv_added" => Incoming::ConvAdded(field(&mut v, "conversation")?),
-        "auth_ok" | "error" | "pong" | "send_ack" | "receipt" | "delivered" | "typing"
-        | "presence" | "conv_removed" | "kicked" => Incoming::Frame(
-            serde_json::from_value(v).map_err(|e| Error::Protocol(format!("{ty} frame: {e}")))?,
-        ),
-        _ => Incoming::Unknown(ty),
+        ServerFrame::ConvAdded { conversation } => Incoming::ConvAdded(conversation),
+        ServerFrame::Unknown => {
+            #[derive(serde::Deserialize)]
+            struct Type {
+                #[serde(rename = "type")]
+                ty: String,
+            }
+            let t: Type = serde_json::from_str(text).map_err(|e| Error::Protocol(e.to_string()))?;
+            Incoming::Unknown(t.ty)
+        }
+        f => Incoming::Frame(f),
     })
 }
 

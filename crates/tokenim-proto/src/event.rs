@@ -59,10 +59,81 @@ pub struct Event {
     pub edited: bool,
 }
 
+/// The event frame `{"type":"event","event":...}` for `e`: the same text as
+/// `ServerFrame::Event { event }.to_json()`, without cloning the event.
+pub fn event_frame_json(e: &Event) -> String {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        #[serde(rename = "type")]
+        ty: &'static str,
+        event: &'a Event,
+    }
+    serde_json::to_string(&Frame {
+        ty: "event",
+        event: e,
+    })
+    .expect("events serialize")
+}
+
+/// An event read from JSON text that is already an event (a stored record,
+/// a message from another node): like [`Event`], with `content` taken as
+/// its exact text instead of being parsed again.
+#[derive(Deserialize)]
+struct RawEvent {
+    conv_id: String,
+    seq: u64,
+    msg_id: String,
+    ts: i64,
+    sender: String,
+    sender_device: String,
+    kind: EventKind,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default)]
+    recalled: bool,
+    #[serde(default)]
+    edited: bool,
+}
+
+/// Reads one event from its JSON (as [`Event`] serializes it), keeping the
+/// content unparsed. The storage engines and the cluster bus read events
+/// through this; it is the inverse of `serde_json::to_vec(&event)`.
+pub fn decode_event(json: &[u8]) -> serde_json::Result<Event> {
+    let e: RawEvent = serde_json::from_slice(json)?;
+    Ok(e.into())
+}
+
+impl From<RawEvent> for Event {
+    fn from(e: RawEvent) -> Event {
+        Event {
+            conv_id: e.conv_id,
+            seq: e.seq,
+            msg_id: e.msg_id,
+            ts: e.ts,
+            sender: e.sender,
+            sender_device: e.sender_device,
+            kind: e.kind,
+            client_msg_id: e.client_msg_id,
+            content: e.content,
+            recalled: e.recalled,
+            edited: e.edited,
+        }
+    }
+}
+
+/// A list of events read as [`decode_event`] reads one, for messages that
+/// carry several (the cluster bus).
+pub fn deserialize_events<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Event>, D::Error> {
+    let raw: Vec<RawEvent> = Vec::deserialize(d)?;
+    Ok(raw.into_iter().map(Event::from).collect())
+}
+
 /// Reads `content` through a `Value`, so that an `Event` also deserializes
 /// inside buffered (internally tagged) enums such as `ServerFrame`, where a
 /// `RawValue` cannot be read directly. (The server reads its stored events
-/// with its own raw record type and does not pay for this.)
+/// with [`decode_event`] and does not pay for this.)
 fn content_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Content>, D::Error> {
     let v: Option<serde_json::Value> = Option::deserialize(d)?;
     match v {
@@ -75,7 +146,42 @@ fn content_any<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Content>
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::ServerFrame;
+
+    #[test]
+    fn one_codec_for_frames_and_records() {
+        let text = r#"{"conv_id":"c","seq":7,"msg_id":"m","ts":3,"sender":"u",
+            "sender_device":"d","kind":"edit","client_msg_id":"x",
+            "content":{"type":"text", "text":"hi"},"edited":true}"#;
+        let e = decode_event(text.as_bytes()).unwrap();
+        // The content is kept as its exact text, spacing and key order too.
+        assert_eq!(
+            e.content.as_ref().unwrap().get(),
+            r#"{"type":"text", "text":"hi"}"#
+        );
+        assert_eq!(
+            (e.seq, e.kind, e.edited, e.recalled),
+            (7, EventKind::Edit, true, false)
+        );
+        let again = decode_event(&serde_json::to_vec(&e).unwrap()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&again).unwrap(),
+            serde_json::to_string(&e).unwrap()
+        );
+
+        let frame = ServerFrame::Event { event: e.clone() }.to_json();
+        assert_eq!(event_frame_json(&e), frame);
+
+        let recalled = decode_event(
+            br#"{"conv_id":"c","seq":1,"msg_id":"m","ts":1,"sender":"u",
+                "sender_device":"d","kind":"message","content":null,"recalled":true}"#,
+        )
+        .unwrap();
+        assert!(recalled.content.is_none() && recalled.recalled);
+        assert!(event_frame_json(&recalled).contains(r#""content":null"#));
+        assert!(decode_event(b"{}").is_err());
+    }
 
     #[test]
     fn server_frames_with_events_read_back() {

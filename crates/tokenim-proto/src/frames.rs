@@ -213,6 +213,10 @@ pub enum ServerFrame {
     Kicked {
         reason: KickReason,
     },
+    /// A frame type newer than this crate: clients read it and ignore it;
+    /// the server never sends it.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ServerFrame {

@@ -9,9 +9,10 @@ mod error;
 mod event;
 mod frames;
 mod http;
+pub mod system;
 
 pub use error::{ErrorBody, ErrorCode, ErrorResponse, close};
-pub use event::{Content, Event, EventKind};
+pub use event::{Content, Event, EventKind, decode_event, deserialize_events, event_frame_json};
 pub use frames::*;
 pub use http::*;
 

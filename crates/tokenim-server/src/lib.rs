@@ -1,17 +1,16 @@
 //! The tokenim server: the HTTP API and the WebSocket gateway (`api`), the
 //! services that enforce the protocol's rules (`services`), the delivery
-//! of committed events and notices to sockets (`delivery`), cluster mode
-//! over Redis (`cluster`), authentication, configuration, metrics and the
-//! serving loop.
+//! of committed events and notices to sockets, across nodes too in cluster
+//! mode over Redis (`delivery`), authentication, configuration, metrics and
+//! the serving loop.
 //!
 //! Layers, each using only the ones below it: `api` → `services` →
-//! `delivery` + `cluster` → the store (through the `tokenim-store` trait,
+//! `delivery` → the store (through the `tokenim-store` trait,
 //! never an engine directly). Domain rules belong in `tokenim-core`, the
 //! wire format in `tokenim-proto`; `state` wires one node together.
 
 pub mod api;
 pub mod auth;
-pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod metrics;

@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 use crate::auth::Tokens;
-use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::delivery::cluster::Cluster;
 use crate::delivery::dispatcher::{QUEUE, Sink};
 use crate::delivery::outbox::Close;
 use crate::state::AppState;

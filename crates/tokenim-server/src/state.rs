@@ -10,8 +10,8 @@ use tokenim_core::Limits;
 use tokenim_store::Store;
 
 use crate::auth::{Passwords, Tokens};
-use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::delivery::cluster::Cluster;
 use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::fanout::Fanout;
 use crate::delivery::hub::Hub;

@@ -4,9 +4,11 @@
 //! way and applies the [`Plan`] to its own storage; the rules are written
 //! once.
 
-use serde_json::value::RawValue;
 use tokenim_core::Error;
-use tokenim_proto::{Event, EventKind, Role};
+use tokenim_proto::system::{
+    ConvUpdated, Edit, MemberJoined, MemberLeft, MemberRemoved, Recall, RoleChanged, System,
+};
+use tokenim_proto::{Content, Event, EventKind, Role};
 
 use crate::*;
 
@@ -104,10 +106,10 @@ pub(crate) fn plan(
     let mut removed = None;
     let mut members = Vec::new();
     let mut target = None;
-    let (kind, content): (EventKind, String) = match &a.op {
+    let (kind, content): (EventKind, Content) = match &a.op {
         Op::Message { content } => {
             meta.msg_count += 1;
-            (EventKind::Message, content.get().to_owned())
+            (EventKind::Message, content.clone())
         }
         Op::Recall { target_seq } | Op::Edit { target_seq, .. } => {
             let Some((count, mut t)) = view.event(*target_seq)? else {
@@ -123,20 +125,20 @@ pub(crate) fn plan(
                 Op::Edit { content, .. } => {
                     t.content = Some(content.clone());
                     t.edited = true;
-                    (
-                        EventKind::Edit,
-                        serde_json::json!({"target_seq": target_seq, "content": content})
-                            .to_string(),
-                    )
+                    System::Edit(Edit {
+                        target_seq: *target_seq,
+                        content: content.clone(),
+                    })
+                    .parts()
                 }
                 _ => {
                     t.content = None;
                     t.recalled = true;
                     t.edited = false;
-                    (
-                        EventKind::Recall,
-                        serde_json::json!({"target_seq": target_seq}).to_string(),
-                    )
+                    System::Recall(Recall {
+                        target_seq: *target_seq,
+                    })
+                    .parts()
                 }
             };
             target = Some((*target_seq, count, t));
@@ -173,19 +175,20 @@ pub(crate) fn plan(
             }
             meta.member_count += new.len() as u64;
             added = new.clone();
-            (
-                EventKind::MemberJoined,
-                serde_json::json!({"user_ids": new, "by": a.actor}).to_string(),
-            )
+            System::MemberJoined(MemberJoined {
+                user_ids: new,
+                by: a.actor.clone(),
+            })
+            .parts()
         }
         Op::Leave => {
             meta.member_count = meta.member_count.saturating_sub(1);
             members.push((a.actor.clone(), None));
             removed = Some(a.actor.clone());
-            (
-                EventKind::MemberLeft,
-                serde_json::json!({"user_id": a.actor}).to_string(),
-            )
+            System::MemberLeft(MemberLeft {
+                user_id: a.actor.clone(),
+            })
+            .parts()
         }
         Op::Remove { user_id } => {
             match view.member(user_id) {
@@ -198,10 +201,11 @@ pub(crate) fn plan(
             meta.member_count = meta.member_count.saturating_sub(1);
             members.push((user_id.clone(), None));
             removed = Some(user_id.clone());
-            (
-                EventKind::MemberRemoved,
-                serde_json::json!({"user_id": user_id, "by": a.actor}).to_string(),
-            )
+            System::MemberRemoved(MemberRemoved {
+                user_id: user_id.clone(),
+                by: a.actor.clone(),
+            })
+            .parts()
         }
         Op::SetRole { user_id, role } => {
             let Some(mut m) = view.member(user_id) else {
@@ -209,29 +213,29 @@ pub(crate) fn plan(
             };
             m.role = *role;
             members.push((user_id.clone(), Some(m)));
-            (
-                EventKind::RoleChanged,
-                serde_json::json!({"user_id": user_id, "role": role, "by": a.actor}).to_string(),
-            )
+            System::RoleChanged(RoleChanged {
+                user_id: user_id.clone(),
+                role: *role,
+                by: a.actor.clone(),
+            })
+            .parts()
         }
         Op::Update {
             title,
             only_admins_send,
         } => {
-            let mut body = serde_json::Map::new();
             if let Some(t) = title {
                 meta.title = Some(t.clone());
-                body.insert("title".into(), t.clone().into());
             }
             if let Some(o) = only_admins_send {
                 meta.only_admins_send = *o;
-                body.insert("only_admins_send".into(), (*o).into());
             }
-            body.insert("by".into(), a.actor.clone().into());
-            (
-                EventKind::ConvUpdated,
-                serde_json::Value::Object(body).to_string(),
-            )
+            System::ConvUpdated(ConvUpdated {
+                title: title.clone(),
+                only_admins_send: *only_admins_send,
+                by: a.actor.clone(),
+            })
+            .parts()
         }
     };
     let event = Event {
@@ -243,7 +247,7 @@ pub(crate) fn plan(
         sender_device: a.actor_device.clone(),
         kind,
         client_msg_id: a.client_msg_id.clone(),
-        content: Some(RawValue::from_string(content).expect("built from JSON")),
+        content: Some(content),
         recalled: false,
         edited: false,
     };

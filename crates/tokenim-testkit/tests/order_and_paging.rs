@@ -28,15 +28,21 @@ async fn requests_pipelined_behind_a_send_see_it() {
 
     // Pipelined without waiting: send, then edit and recall of the seq the
     // send will get, an ack of it, then a sync from before it.
-    w.send(json!({"type": "send", "id": "s", "conv_id": conv, "client_msg_id": "m1",
-                  "content": text("hello")}))
-        .await;
-    w.send(json!({"type": "edit", "id": "e", "conv_id": conv, "client_msg_id": "m2",
-                  "target_seq": next, "content": text("hello, edited")}))
-        .await;
-    w.send(json!({"type": "recall", "id": "r", "conv_id": conv, "client_msg_id": "m3",
-                  "target_seq": next}))
-        .await;
+    w.send(
+        json!({"type": "send", "id": "s", "conv_id": conv, "client_msg_id": "m1",
+                  "content": text("hello")}),
+    )
+    .await;
+    w.send(
+        json!({"type": "edit", "id": "e", "conv_id": conv, "client_msg_id": "m2",
+                  "target_seq": next, "content": text("hello, edited")}),
+    )
+    .await;
+    w.send(
+        json!({"type": "recall", "id": "r", "conv_id": conv, "client_msg_id": "m3",
+                  "target_seq": next}),
+    )
+    .await;
     w.send(json!({"type": "ack", "conv_id": conv, "seq": next + 2}))
         .await;
     w.send(json!({"type": "sync", "id": "y", "cursors": [{"conv_id": conv, "after_seq": base}]}))
@@ -47,7 +53,10 @@ async fn requests_pipelined_behind_a_send_see_it() {
     while answers.len() < 4 {
         let f = w
             .expect_where(|v| {
-                matches!(v["type"].as_str(), Some("send_ack" | "error" | "sync_result"))
+                matches!(
+                    v["type"].as_str(),
+                    Some("send_ack" | "error" | "sync_result")
+                )
             })
             .await;
         let id = f["id"].as_str().unwrap_or("").to_owned();

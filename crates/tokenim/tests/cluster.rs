@@ -150,8 +150,10 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.nodes.clear();
         let (url, prefix) = (redis_url(), self.prefix.clone());
-        let _ = std::thread::spawn(move || tokenim_server::cluster::forget_prefix(&url, &prefix))
-            .join();
+        let _ = std::thread::spawn(move || {
+            tokenim_server::delivery::cluster::forget_prefix(&url, &prefix)
+        })
+        .join();
     }
 }
 

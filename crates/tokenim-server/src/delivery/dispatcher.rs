@@ -11,12 +11,13 @@ use std::sync::atomic::Ordering;
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
-use tokenim_proto::{Event, EventKind, ServerFrame};
+use tokenim_proto::system::System;
+use tokenim_proto::{Event, EventKind, ServerFrame, event_frame_json};
 use tokenim_store::{Committed, EventSink, Store};
 use tokio::sync::mpsc;
 
-use crate::cluster::Cluster;
-use crate::cluster::sequencer::{Admit, Sequencer};
+use crate::delivery::cluster::Cluster;
+use crate::delivery::cluster::sequencer::{Admit, Sequencer};
 use crate::delivery::hub::Hub;
 use crate::delivery::outbox::{Priority, shared};
 use crate::views;
@@ -226,44 +227,15 @@ impl Dispatcher {
 }
 
 /// Who an event added to or removed from its conversation, read from the
-/// event itself (its typed system body), so events from the store or
-/// another node need nothing beside them.
+/// event's own typed body, so events from the store or another node need
+/// nothing beside them.
 fn membership_change(e: &Event) -> (Vec<String>, Option<String>) {
-    // TEMP until tokenim_proto::system lands.
-    #[derive(serde::Deserialize)]
-    struct Body {
-        #[serde(default)]
-        user_ids: Vec<String>,
-        #[serde(default)]
-        user_id: Option<String>,
-    }
-    let body = || {
-        e.content
-            .as_ref()
-            .and_then(|c| serde_json::from_str::<Body>(c.get()).ok())
-    };
-    match e.kind {
-        EventKind::MemberJoined => (body().map(|b| b.user_ids).unwrap_or_default(), None),
-        EventKind::MemberLeft | EventKind::MemberRemoved => {
-            (Vec::new(), body().and_then(|b| b.user_id))
-        }
+    match System::of(e) {
+        Some(System::MemberJoined(b)) => (b.user_ids, None),
+        Some(System::MemberLeft(b)) => (Vec::new(), Some(b.user_id)),
+        Some(System::MemberRemoved(b)) => (Vec::new(), Some(b.user_id)),
         _ => (Vec::new(), None),
     }
-}
-
-// TEMP until tokenim_proto::event_frame_json lands.
-fn event_frame_json(e: &Event) -> String {
-    #[derive(serde::Serialize)]
-    struct Frame<'a> {
-        #[serde(rename = "type")]
-        ty: &'static str,
-        event: &'a Event,
-    }
-    serde_json::to_string(&Frame {
-        ty: "event",
-        event: e,
-    })
-    .expect("events serialize")
 }
 
 /// Hands committed events from the store's writer to the dispatcher task.

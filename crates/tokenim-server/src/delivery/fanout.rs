@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use tokenim_proto::KickReason;
 
-use crate::cluster::Cluster;
+use crate::delivery::cluster::Cluster;
 use crate::delivery::hub::{Conn, Hub, PresenceChange};
 use crate::delivery::outbox::Priority;
 use tokenim_core::clock::now_ms;

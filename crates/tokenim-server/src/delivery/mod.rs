@@ -9,12 +9,13 @@
 //! - [`dispatcher`]: committed events, in commit order, to the sockets of
 //!   the conversation's members (with the cluster's gap fill and repeat
 //!   drop);
-//! - [`crate::cluster`] (beside it, given the hub and the dispatcher's
-//!   remote queue, never the services): the Redis bus and device registry.
+//! - [`cluster`] (given the hub and the dispatcher's remote queue, never
+//!   the services): the Redis bus, device registry and node liveness.
 //!
 //! Services push through [`fanout::Fanout`]; only the store's sink feeds the
 //! dispatcher.
 
+pub mod cluster;
 pub mod dispatcher;
 pub mod fanout;
 pub mod hub;

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokenim_core::clock::now_ms;
 use tokenim_core::{Error, Limits, Result, TokenBucket};
 
-use crate::cluster::Cluster;
+use crate::delivery::cluster::Cluster;
 
 pub struct RateLimits {
     limits: Limits,

@@ -60,50 +60,12 @@ pub(crate) fn encode_event(msg_count: u64, e: &Event) -> Vec<u8> {
     v
 }
 
-/// An event as read from disk: like [`Event`], with the content taken as
-/// raw JSON (no re-parsing).
-#[derive(serde::Deserialize)]
-struct StoredEvent {
-    conv_id: String,
-    seq: u64,
-    msg_id: String,
-    ts: i64,
-    sender: String,
-    sender_device: String,
-    kind: tokenim_proto::EventKind,
-    #[serde(default)]
-    client_msg_id: Option<String>,
-    content: Option<tokenim_proto::Content>,
-    #[serde(default)]
-    recalled: bool,
-    #[serde(default)]
-    edited: bool,
-}
-
 pub(crate) fn decode_event(v: &[u8]) -> StoreResult<(u64, Event)> {
     if v.len() < 8 {
         return Err(engine("corrupt event record"));
     }
     let count = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-    Ok((count, event_from_json(&v[8..])?))
-}
-
-/// An event from its stored JSON, keeping the content as raw JSON.
-pub(crate) fn event_from_json(v: &[u8]) -> StoreResult<Event> {
-    let e: StoredEvent = serde_json::from_slice(v).map_err(engine)?;
-    Ok(Event {
-        conv_id: e.conv_id,
-        seq: e.seq,
-        msg_id: e.msg_id,
-        ts: e.ts,
-        sender: e.sender,
-        sender_device: e.sender_device,
-        kind: e.kind,
-        client_msg_id: e.client_msg_id,
-        content: e.content,
-        recalled: e.recalled,
-        edited: e.edited,
-    })
+    Ok((count, tokenim_proto::decode_event(&v[8..]).map_err(engine)?))
 }
 
 fn split(k: &[u8]) -> Vec<String> {

@@ -27,10 +27,9 @@ use serde::de::DeserializeOwned;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use tokenim_core::Error;
-use tokenim_proto::{ConvType, Event, Role};
+use tokenim_proto::{ConvType, Event, Role, decode_event};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::embedded::disk::event_from_json;
 use crate::*;
 
 pub use schema::latest as latest_schema;
@@ -202,7 +201,7 @@ pub(crate) fn conv_from_row(r: &AnyRow, at: usize, with_last: bool) -> StoreResu
     let last_event = if with_last {
         let body = opt_text(r, at + 12)?;
         match body {
-            Some(b) => Some(Arc::new(event_from_json(b.as_bytes())?)),
+            Some(b) => Some(Arc::new(decode_event(b.as_bytes()).map_err(engine)?)),
             None => None,
         }
     } else {
@@ -1075,7 +1074,7 @@ impl Store for SqlStore {
         .await
         .map_err(engine)?;
         rows.iter()
-            .map(|r| event_from_json(text(r, 0)?.as_bytes()))
+            .map(|r| decode_event(text(r, 0)?.as_bytes()).map_err(engine))
             .collect()
     }
 

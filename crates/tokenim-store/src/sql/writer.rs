@@ -20,7 +20,6 @@ use tokenim_proto::{Event, EventKind};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CHUNK, Dialect, MEMBER_COLS, engine, enum_parse, enum_str, marks};
-use crate::embedded::disk::event_from_json;
 use crate::rules;
 use crate::*;
 
@@ -472,7 +471,8 @@ impl Shard {
             for r in q.fetch_all(&mut **tx).await? {
                 let count: i64 = r.try_get(0)?;
                 let body = super::text(&r, 1).map_err(decode)?;
-                let e = event_from_json(body.as_bytes()).map_err(decode)?;
+                let e = tokenim_proto::decode_event(body.as_bytes())
+                    .map_err(|e| sqlx::Error::Decode(e.into()))?;
                 w.events
                     .insert((e.conv_id.clone(), e.seq), (count as u64, e));
             }

@@ -10,6 +10,7 @@ use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph};
+use tokenim_client::proto::system::System;
 use tokenim_client::{Event, EventKind, MessageStatus, StatusChange, event_text};
 
 use super::clock;
@@ -429,45 +430,35 @@ impl ChatState {
     }
 
     fn event_line(&self, e: &Event) -> Option<Msg> {
-        let content: serde_json::Value = e
-            .content
-            .as_ref()
-            .and_then(|c| serde_json::from_str(c.get()).ok())
-            .unwrap_or_default();
-        let names = |v: &serde_json::Value| {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|u| u.as_str())
-                        .map(|u| self.name(u).to_owned())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default()
-        };
-        let one = |k: &str| self.name(content[k].as_str().unwrap_or("?")).to_owned();
-        let (text, system) = match e.kind {
-            EventKind::Message => match event_text(e) {
+        let (text, system) = match System::of(e) {
+            None if e.kind != EventKind::Message => return None,
+            None => match event_text(e) {
                 Some(t) => (t, false),
                 None if e.recalled => ("(recalled)".to_owned(), false),
-                None => (
-                    format!("[{}]", content["type"].as_str().unwrap_or("message")),
-                    false,
-                ),
+                None => {
+                    let content: serde_json::Value = e
+                        .content
+                        .as_ref()
+                        .and_then(|c| serde_json::from_str(c.get()).ok())
+                        .unwrap_or_default();
+                    let ty = content["type"].as_str().unwrap_or("message");
+                    (format!("[{ty}]"), false)
+                }
             },
-            EventKind::Recall | EventKind::Edit => return None,
-            EventKind::MemberJoined => (format!("{} joined", names(&content["user_ids"])), true),
-            EventKind::MemberLeft => (format!("{} left", one("user_id")), true),
-            EventKind::MemberRemoved => (format!("{} was removed", one("user_id")), true),
-            EventKind::RoleChanged => (
-                format!(
-                    "{} is now {}",
-                    one("user_id"),
-                    content["role"].as_str().unwrap_or("?")
-                ),
+            Some(System::Recall(_) | System::Edit(_)) => return None,
+            Some(System::MemberJoined(b)) => {
+                let names: Vec<&str> = b.user_ids.iter().map(|u| self.name(u)).collect();
+                (format!("{} joined", names.join(", ")), true)
+            }
+            Some(System::MemberLeft(b)) => (format!("{} left", self.name(&b.user_id)), true),
+            Some(System::MemberRemoved(b)) => {
+                (format!("{} was removed", self.name(&b.user_id)), true)
+            }
+            Some(System::RoleChanged(b)) => (
+                format!("{} is now {}", self.name(&b.user_id), b.role.as_str()),
                 true,
             ),
-            EventKind::ConvUpdated => match content["title"].as_str() {
+            Some(System::ConvUpdated(b)) => match b.title {
                 Some(t) => (format!("title changed to {t}"), true),
                 None => ("settings changed".to_owned(), true),
             },
@@ -486,22 +477,24 @@ impl ChatState {
     }
 
     fn apply_event(&mut self, e: &Event) {
+        let (target, edit) = match System::of(e) {
+            Some(System::Recall(r)) => (r.target_seq, None),
+            Some(System::Edit(ed)) => (ed.target_seq, Some(ed.content)),
+            _ => (0, None),
+        };
         if matches!(e.kind, EventKind::Recall | EventKind::Edit) {
-            let content: serde_json::Value = e
-                .content
-                .as_ref()
-                .and_then(|c| serde_json::from_str(c.get()).ok())
-                .unwrap_or_default();
-            let target = content["target_seq"].as_u64();
             if let Some(list) = self.msgs.get_mut(&e.conv_id)
-                && let Some(m) = list.iter_mut().find(|m| m.seq.is_some() && m.seq == target)
+                && let Some(m) = list.iter_mut().find(|m| m.seq == Some(target))
             {
-                if e.kind == EventKind::Recall {
-                    m.text = "(recalled)".into();
-                } else {
-                    m.edited = true;
-                    if let Some(t) = content["content"]["text"].as_str() {
-                        m.text = t.to_owned();
+                match edit {
+                    None => m.text = "(recalled)".into(),
+                    Some(content) => {
+                        m.edited = true;
+                        let v: serde_json::Value =
+                            serde_json::from_str(content.get()).unwrap_or_default();
+                        if let Some(t) = v["text"].as_str() {
+                            m.text = t.to_owned();
+                        }
                     }
                 }
             }

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokenim_proto::{Event, EventKind, KickReason};
+use tokenim_proto::{Event, KickReason};
 
 use crate::delivery::outbox::Priority;
 
@@ -55,7 +55,9 @@ pub enum Out<'a> {
 pub enum In {
     Events {
         node: String,
-        events: Vec<WireEvent>,
+        /// Read with the content kept as the committing node's exact text.
+        #[serde(deserialize_with = "tokenim_proto::deserialize_events")]
+        events: Vec<Event>,
     },
     User {
         node: String,
@@ -84,45 +86,6 @@ pub enum In {
         device: String,
         reason: KickReason,
     },
-}
-
-/// An event as received: like [`Event`], but its content is kept as the
-/// exact text the committing node sent (the protocol type re-parses it).
-#[derive(Deserialize)]
-pub struct WireEvent {
-    conv_id: String,
-    seq: u64,
-    msg_id: String,
-    ts: i64,
-    sender: String,
-    sender_device: String,
-    kind: EventKind,
-    #[serde(default)]
-    client_msg_id: Option<String>,
-    #[serde(default)]
-    content: Option<Box<RawValue>>,
-    #[serde(default)]
-    recalled: bool,
-    #[serde(default)]
-    edited: bool,
-}
-
-impl From<WireEvent> for Event {
-    fn from(w: WireEvent) -> Event {
-        Event {
-            conv_id: w.conv_id,
-            seq: w.seq,
-            msg_id: w.msg_id,
-            ts: w.ts,
-            sender: w.sender,
-            sender_device: w.sender_device,
-            kind: w.kind,
-            client_msg_id: w.client_msg_id,
-            content: w.content.filter(|c| c.get() != "null"),
-            recalled: w.recalled,
-            edited: w.edited,
-        }
-    }
 }
 
 impl In {
@@ -204,7 +167,6 @@ mod tests {
         let In::Events { node, events } = decode(&bytes).unwrap() else {
             panic!("not events")
         };
-        let events: Vec<Event> = events.into_iter().map(Event::from).collect();
         assert_eq!(node, "n1");
         assert_eq!(
             events[0].content.as_ref().unwrap().get(),

@@ -682,7 +682,7 @@ impl Cluster {
                 let batch = events
                     .into_iter()
                     .map(|e| Committed {
-                        event: Arc::new(e.into()),
+                        event: Arc::new(e),
                         origin: 0,
                         added: Vec::new(),
                         removed: None,
