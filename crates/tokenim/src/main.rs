@@ -1,5 +1,7 @@
-//! The `tokenim` binary: `serve` runs the server; other subcommands are
-//! clients of it. Wires the crates together; holds no protocol logic.
+//! The `tokenim` binary: `serve` runs the server, `migrate` prepares its
+//! database; `bench` (`tokenim-bench`) and the client commands
+//! (`tokenim-cli`) are clients of it. Wires the crates together; holds no
+//! protocol logic.
 
 use std::path::PathBuf;
 
@@ -8,8 +10,8 @@ use clap::{Parser, Subcommand};
 use tokenim_server::Config;
 use tokenim_server::config::LogFormat;
 
-mod bench;
-mod cli;
+use tokenim_bench as bench;
+use tokenim_cli as cli;
 
 /// mimalloc: the server allocates from many threads and frees on others
 /// (frames built by the dispatcher, dropped by socket writers); glibc malloc

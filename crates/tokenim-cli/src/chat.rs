@@ -20,6 +20,7 @@ use tokenim_client::{
 
 use super::tui::{Action, ChatState, ConvItem, LoginAction, LoginForm};
 use super::{Conn, PLATFORM};
+use tokenim_core::clock::now_ms;
 
 #[derive(Args)]
 pub struct ChatArgs {
@@ -396,13 +397,6 @@ async fn on_update(
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     //! The whole chat against a real server: synthetic key presses in, the
@@ -417,7 +411,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::cli::tui::buffer_text;
+    use crate::tui::buffer_text;
 
     struct Screen {
         keys: mpsc::UnboundedSender<TermEvent>,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::frames;
 use super::scan::{self, find, str_at, str_field, u64_at, u64_field};
 use super::wsc::{Op, Ws};
 use super::xmpp::Xmpp;
@@ -94,9 +95,7 @@ impl Tim {
             unacked: 0,
             last_ack: Instant::now(),
         };
-        t.ws.text(|p| {
-            let _ = write!(p, r#"{{"type":"auth","token":"{token}"}}"#);
-        });
+        t.ws.text(|p| frames::auth(p, token));
         t.ws.flush().await?;
         loop {
             let (op, r) = t.ws.next().await?;
@@ -130,17 +129,8 @@ impl Tim {
     ) -> anyhow::Result<()> {
         let mut after = cursor.map(|c| c.1);
         loop {
-            self.ws.text(|p| match (cursor, after) {
-                (Some((conv, _)), Some(a)) => {
-                    let _ = write!(
-                        p,
-                        r#"{{"type":"sync","id":"s","limit":500,"cursors":[{{"conv_id":"{conv}","after_seq":{a}}}]}}"#
-                    );
-                }
-                _ => {
-                    let _ = write!(p, r#"{{"type":"sync","id":"s","limit":500}}"#);
-                }
-            });
+            let from = cursor.zip(after).map(|((conv, _), a)| (conv, a));
+            self.ws.text(|p| frames::sync(p, from));
             self.ws.flush().await?;
             let more = loop {
                 let (op, r) = self.ws.next().await?;
@@ -172,18 +162,11 @@ impl Tim {
 
     fn send(&mut self, n: u64, sent_us: u64, size: usize) {
         let conv = &self.conv;
-        self.ws.text(|p| {
-            let _ = write!(
-                p,
-                r#"{{"type":"send","id":{sent_us},"conv_id":"{conv}","client_msg_id":"m{n}","content":{{"type":"text","text":""#
-            );
-            message_text(p, sent_us, n, size);
-            p.extend_from_slice(br#""}}"#);
-        });
+        self.ws.text(|p| frames::send(p, conv, sent_us, n, size));
     }
 
     fn ping(&mut self) {
-        self.ws.text(|p| p.extend_from_slice(br#"{"type":"ping"}"#));
+        self.ws.text(frames::ping);
     }
 
     async fn recv(&mut self) -> anyhow::Result<In> {
@@ -257,11 +240,7 @@ impl Tim {
         }
         let seq = self.ack_seq;
         let conv = &self.ack_conv;
-        self.ws.text(|p| {
-            p.extend_from_slice(br#"{"type":"ack","conv_id":""#);
-            p.extend_from_slice(conv);
-            let _ = write!(p, r#"","seq":{seq}}}"#);
-        });
+        self.ws.text(|p| frames::ack(p, conv, seq));
         self.unacked = 0;
         self.last_ack = Instant::now();
     }

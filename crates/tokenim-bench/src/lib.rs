@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 
 mod client;
 mod conns;
+mod frames;
 mod group;
 mod hist;
 mod net;
