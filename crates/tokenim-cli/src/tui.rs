@@ -1,6 +1,9 @@
 //! The terminal chat's screens as plain state: what keys do to it, what
 //! SDK updates do to it, and how it is drawn. No IO here, so it renders
 //! into ratatui's `TestBackend` in tests exactly as on a terminal.
+//!
+//! long: the chat's screens as one state type with its key handling and
+//! drawing, which refer to each other throughout.
 
 use std::collections::HashMap;
 

@@ -1,6 +1,9 @@
 //! The background task behind a [`Messenger`](crate::Messenger): owns the
 //! socket, the outbox, the cursors and the statuses, and is the only one to
 //! touch them (the handles talk to it by message).
+//!
+//! long: one state machine (socket, outbox, cursors, statuses) whose parts
+//! share the actor's fields; split, each part would need all of them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;

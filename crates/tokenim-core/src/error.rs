@@ -1,3 +1,6 @@
+//! The one error type of the domain: a PROTOCOL.md section 5 code and a
+//! message for humans, with constructors per code.
+
 use tokenim_proto::ErrorCode;
 
 /// A protocol-level error: a code from PROTOCOL.md section 5 and a message

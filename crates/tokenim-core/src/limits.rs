@@ -1,3 +1,6 @@
+//! The limits of PROTOCOL.md section 6, their defaults, and how the
+//! configuration sets them.
+
 use serde::{Deserialize, Serialize};
 
 /// The limits of PROTOCOL.md section 6, with their defaults.

@@ -1,3 +1,6 @@
+//! Token buckets, pure: time is passed in. The server's rate limits
+//! (sends, logins) are built on them.
+
 /// A token bucket: `rate` tokens per `per_ms` milliseconds, holding at most
 /// `burst`. Time is passed in, so the bucket is pure and testable.
 #[derive(Debug, Clone)]

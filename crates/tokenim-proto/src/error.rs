@@ -1,3 +1,6 @@
+//! Error codes (PROTOCOL.md section 5) beside their HTTP statuses, the
+//! error body, and the WebSocket close codes.
+
 use serde::{Deserialize, Serialize};
 
 /// Error codes of PROTOCOL.md section 5.

@@ -1,3 +1,6 @@
+//! Timeline events (PROTOCOL.md 1.1) and their one codec: the `event`
+//! frame, and reading an event with its content kept as raw text.
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

@@ -150,7 +150,7 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server>
             }
         })
     };
-    let router = crate::api::http::router(app.clone());
+    let router = crate::api::router(app.clone());
     let task = {
         let app = app.clone();
         tokio::spawn(async move {

@@ -1,3 +1,6 @@
+//! The records the `Store` trait takes and returns: users, sessions,
+//! devices, conversations, members, dedup records, committed events.
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,9 @@
 //! Integration tests of the conversation features (groups, roles,
 //! receipts, recall and edit, typing, presence, contacts and blocks) over
 //! real sockets.
+//!
+//! long: one integration suite per protocol area; each test is independent
+//! and short.
 
 use serde_json::{Value, json};
 use tokenim_testkit::{TestServer, User, Ws};

@@ -1,5 +1,8 @@
 //! Integration tests of the core protocol (PROTOCOL.md sections 2-6) against
 //! a real server over real HTTP and WebSocket connections.
+//!
+//! long: one integration suite per protocol area; each test is independent
+//! and short.
 
 use std::collections::BTreeMap;
 

@@ -11,6 +11,9 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and Redis
 //! (`TOKENIM_TEST_REDIS`, default `redis://127.0.0.1:6379`): the tests fail
 //! when either is missing.
+//!
+//! long: the cluster suite shares its node-starting harness; each test is
+//! independent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;

@@ -9,8 +9,7 @@ use std::sync::atomic::Ordering;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, RawQuery, Request, State};
-use axum::http::{HeaderValue, StatusCode, header, request::Parts};
-use axum::middleware::{self, Next};
+use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use serde::de::DeserializeOwned;
@@ -18,44 +17,10 @@ use tokenim_core::{Error, validate};
 use tokenim_proto::*;
 use tokenim_store::Op;
 
+use crate::api::error::{ApiError, ApiResult};
 use crate::services::Actor;
 use crate::services::timeline::TimelineReq;
 use crate::state::AppState;
-
-/// An error as an HTTP response: status from the code, JSON body, and
-/// `Retry-After` for `rate_limited`.
-pub struct ApiError(pub Error);
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        ApiError(e)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let e = self.0;
-        let status = StatusCode::from_u16(e.code.http_status()).expect("valid status");
-        let body = ErrorResponse {
-            error: ErrorBody {
-                code: e.code,
-                message: e.message,
-                retry_after_ms: e.retry_after_ms,
-            },
-        };
-        let mut r = (status, axum::Json(body)).into_response();
-        if let Some(ms) = e.retry_after_ms {
-            let secs = ms.div_ceil(1000).max(1);
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_str(&secs.to_string()).expect("digits"),
-            );
-        }
-        r
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
 
 /// The authenticated caller.
 pub struct Auth(pub Actor);
@@ -123,7 +88,9 @@ fn client_ip(app: &AppState, parts: &axum::http::request::Parts) -> std::net::Ip
         .unwrap_or(peer)
 }
 
-pub fn router(app: Arc<AppState>) -> Router {
+/// The JSON API's routes and the probes; [`crate::api::router`] adds the
+/// socket, the web client and the error handling around them.
+pub fn routes() -> Router<Arc<AppState>> {
     let conv = "/v1/conversations/{conv_id}";
     Router::new()
         .route("/v1/accounts", post(create_account))
@@ -160,50 +127,9 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route(&format!("{conv}/messages"), post(post_message))
         .route("/v1/push-token", put(push_token))
         .route("/v1/admin/users", post(admin_users))
-        .route("/v1/ws", get(crate::api::ws::upgrade))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::api::web::routes())
-        .fallback(|| async { ApiError(Error::not_found("no such route")) })
-        .method_not_allowed_fallback(|| async {
-            let mut r = ApiError(Error::bad_request("method not allowed")).into_response();
-            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            r
-        })
-        .layer(middleware::from_fn_with_state(app.clone(), json_errors))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                tracing::error!("a request handler panicked");
-                ApiError(Error::internal("internal error")).into_response()
-            },
-        ))
-        .with_state(app)
-}
-
-/// Turns any error the framework produced as plain text into the protocol's
-/// JSON error body, so every `/v1` error is JSON.
-async fn json_errors(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
-    let is_ws = req.uri().path() == "/v1/ws";
-    let r = next.run(req).await;
-    let s = r.status();
-    let is_json = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if (s.is_client_error() || s.is_server_error()) && !is_json && !is_ws {
-        let code = ErrorCode::from_http_status(s.as_u16()).unwrap_or(if s.is_server_error() {
-            ErrorCode::Internal
-        } else {
-            ErrorCode::BadRequest
-        });
-        let msg = s.canonical_reason().unwrap_or("error").to_lowercase();
-        let mut out = ApiError(Error::new(code, msg)).into_response();
-        *out.status_mut() = s;
-        return out;
-    }
-    r
 }
 
 async fn create_account(

@@ -31,7 +31,7 @@ use serde_json::Value;
 use tokenim_core::clock::now_ms;
 use tokenim_proto::close;
 
-use crate::api::http::ApiError;
+use crate::api::error::ApiError;
 use crate::delivery::hub::Conn;
 use crate::delivery::outbox::{Close, Priority};
 use crate::services::Actor;

@@ -11,6 +11,10 @@
 //! N has committed, so a conversation's seqs stay gap-free and unique
 //! whichever nodes write. Everything else is a plain statement or a short
 //! transaction on the pool.
+//!
+//! long: every read of the Store trait for both SQL dialects; the writer is
+//! apart (`writer.rs`); splitting the reads by table would scatter one
+//! trait impl over files.
 
 mod schema;
 mod writer;

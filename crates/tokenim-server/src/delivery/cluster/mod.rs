@@ -17,6 +17,10 @@
 //! (who cleans up after a dead node), `rl:{kind}:{who}` (token buckets),
 //! `token_key` (the key signing bearer tokens). Channels: `bus`
 //! (broadcast) and `node:{node}` (kicks for one node).
+//!
+//! long: the cluster's node lifecycle (registry, liveness, takeover, bus
+//! loop) around one shared state; the bus format, Lua scripts and sequencer
+//! are apart.
 
 pub mod bus;
 pub mod scripts;
