@@ -8,7 +8,7 @@ use tokenim_core::Error;
 use tokenim_proto::system::{
     ConvUpdated, Edit, MemberJoined, MemberLeft, MemberRemoved, Recall, RoleChanged, System,
 };
-use tokenim_proto::{Content, Event, EventKind, Role};
+use tokenim_proto::{Content, ConvType, Event, EventKind, Role};
 
 use crate::*;
 
@@ -74,6 +74,37 @@ pub(crate) fn repeat(a: &Append, found: Option<DedupRecord>) -> Option<StoreResu
     } else {
         Ok(AppendOutcome::Duplicate(d))
     })
+}
+
+/// A new direct conversation of the (sorted) `pair`, with its one or two
+/// members counted.
+pub(crate) fn new_direct(pair: (String, String), now_ms: i64) -> ConvMeta {
+    ConvMeta {
+        member_count: if pair.0 == pair.1 { 1 } else { 2 },
+        pair: Some(pair),
+        ..new_conv(ids::conv_id(now_ms), ConvType::Direct, None, now_ms)
+    }
+}
+
+/// A new group, before its members are added (by its first event).
+pub(crate) fn new_group(conv_id: String, title: Option<String>, now_ms: i64) -> ConvMeta {
+    new_conv(conv_id, ConvType::Group, title, now_ms)
+}
+
+fn new_conv(conv_id: String, ty: ConvType, title: Option<String>, now_ms: i64) -> ConvMeta {
+    ConvMeta {
+        conv_id,
+        ty,
+        title,
+        created_at: now_ms,
+        only_admins_send: false,
+        pair: None,
+        last_seq: 0,
+        last_ts: now_ms,
+        msg_count: 0,
+        member_count: 0,
+        last_event: None,
+    }
 }
 
 pub(crate) fn new_member(user: &str, role: Role, joined_after: u64, count: u64) -> Member {

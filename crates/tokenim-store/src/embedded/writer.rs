@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use tokenim_core::Error;
-use tokenim_proto::{ConvType, Event, EventKind, Role};
+use tokenim_proto::{Event, EventKind, Role};
 use tokio::sync::{mpsc, oneshot};
 
 use super::disk::{Disk, encode_event, event_key, key2};
@@ -324,19 +324,7 @@ impl Writer {
                     b.pending.push(hold(reply, Ok((meta, false))));
                     return;
                 }
-                let meta = ConvMeta {
-                    conv_id: ids::conv_id(now_ms),
-                    ty: ConvType::Direct,
-                    title: None,
-                    created_at: now_ms,
-                    only_admins_send: false,
-                    pair: Some(pair.clone()),
-                    last_seq: 0,
-                    last_ts: now_ms,
-                    msg_count: 0,
-                    member_count: if pair.0 == pair.1 { 1 } else { 2 },
-                    last_event: None,
-                };
+                let meta = rules::new_direct(pair.clone(), now_ms);
                 self.change(b, Change::Conv(meta.clone()));
                 for u in [&pair.0, &pair.1] {
                     let m = rules::new_member(u, Role::Member, 0, 0);
@@ -346,19 +334,7 @@ impl Writer {
             }
             Job::CreateGroup(g, r) => {
                 let conv_id = ids::conv_id(g.now_ms);
-                let meta = ConvMeta {
-                    conv_id: conv_id.clone(),
-                    ty: ConvType::Group,
-                    title: g.title.clone(),
-                    created_at: g.now_ms,
-                    only_admins_send: false,
-                    pair: None,
-                    last_seq: 0,
-                    last_ts: g.now_ms,
-                    msg_count: 0,
-                    member_count: 0,
-                    last_event: None,
-                };
+                let meta = rules::new_group(conv_id.clone(), g.title.clone(), g.now_ms);
                 self.change(b, Change::Conv(meta));
                 let mut all = vec![g.owner.clone()];
                 all.extend(g.members.iter().filter(|m| **m != g.owner).cloned());

@@ -805,19 +805,7 @@ impl Store for SqlStore {
         if let Some(r) = self.row(&find, &[x, y]).await? {
             return Ok((conv_from_row(&r, 0, true)?, false));
         }
-        let meta = ConvMeta {
-            conv_id: ids::conv_id(now_ms),
-            ty: ConvType::Direct,
-            title: None,
-            created_at: now_ms,
-            only_admins_send: false,
-            pair: Some((x.to_owned(), y.to_owned())),
-            last_seq: 0,
-            last_ts: now_ms,
-            msg_count: 0,
-            member_count: if x == y { 1 } else { 2 },
-            last_event: None,
-        };
+        let meta = rules::new_direct((x.to_owned(), y.to_owned()), now_ms);
         let mut tx = self.pool.begin().await.map_err(engine)?;
         let inserted = writer::insert_conv(self.d, &mut tx, &meta, true).await?;
         if !inserted {
@@ -842,19 +830,7 @@ impl Store for SqlStore {
 
     async fn create_group(&self, req: NewGroup) -> StoreResult<ConvMeta> {
         let conv_id = ids::conv_id(req.now_ms);
-        let meta = ConvMeta {
-            conv_id: conv_id.clone(),
-            ty: ConvType::Group,
-            title: req.title.clone(),
-            created_at: req.now_ms,
-            only_admins_send: false,
-            pair: None,
-            last_seq: 0,
-            last_ts: req.now_ms,
-            msg_count: 0,
-            member_count: 0,
-            last_event: None,
-        };
+        let meta = rules::new_group(conv_id.clone(), req.title.clone(), req.now_ms);
         let mut all = vec![req.owner.clone()];
         all.extend(req.members.iter().filter(|m| **m != req.owner).cloned());
         let append = Append {
