@@ -80,6 +80,46 @@ impl Passwords {
     }
 }
 
+/// The app backend's API keys (PROTOCOL-INTEGRATION I1.1), held as
+/// SHA-256 digests and compared in constant time.
+pub struct ApiKeys {
+    keys: Vec<(String, [u8; 32])>,
+}
+
+impl ApiKeys {
+    pub fn new(keys: &[crate::config::ApiKey]) -> ApiKeys {
+        ApiKeys {
+            keys: keys
+                .iter()
+                .map(|k| (k.name.clone(), Self::digest(&k.secret)))
+                .collect(),
+        }
+    }
+
+    fn digest(s: &str) -> [u8; 32] {
+        use sha2::Digest;
+        Sha256::digest(s.as_bytes()).into()
+    }
+
+    /// The name of the key whose secret is `given`, if any. Every key is
+    /// compared, each in constant time, so timing tells nothing.
+    pub fn find(&self, given: &str) -> Option<&str> {
+        use subtle::ConstantTimeEq;
+        let d = Self::digest(given);
+        let mut found = None;
+        for (name, want) in &self.keys {
+            if bool::from(want.ct_eq(&d)) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 /// What a valid token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
@@ -185,6 +225,24 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_keys_match_exactly() {
+        let keys = ApiKeys::new(&[
+            crate::config::ApiKey {
+                name: "admin".into(),
+                secret: "s3cret-one".into(),
+            },
+            crate::config::ApiKey {
+                name: "crm".into(),
+                secret: "s3cret-two".into(),
+            },
+        ]);
+        assert_eq!(keys.find("s3cret-one"), Some("admin"));
+        assert_eq!(keys.find("s3cret-two"), Some("crm"));
+        assert_eq!(keys.find("s3cret-on"), None);
+        assert_eq!(keys.find(""), None);
+    }
 
     #[test]
     fn tokens_round_trip_and_reject_tampering() {

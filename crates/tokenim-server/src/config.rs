@@ -9,6 +9,31 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use tokenim_core::Limits;
 
+/// One API key of the app's backend (PROTOCOL-INTEGRATION I1.1).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub name: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ApiKey {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether anyone may create an account with `POST /v1/accounts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    Open,
+    Closed,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -28,8 +53,21 @@ pub struct Config {
     /// Argon2id memory cost in KiB and iterations (tests lower them).
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
-    /// Serve the admin endpoints (bulk user creation) to this bearer secret.
+    /// The API key named `admin` (I1.1).
     pub admin_token: Option<String>,
+    /// The app backend's keys for `/v1/server/...` and `/v1/admin/...`.
+    pub api_keys: Vec<ApiKey>,
+    /// `closed`: only the app's backend creates users.
+    pub registration: Registration,
+    /// Web origins allowed to call `/v1/*` from a browser (`*`: any).
+    pub cors_origins: Vec<String>,
+    /// External identity (I1.3): HS256 secret, PEM public key file, JWKS
+    /// URL, and the required `iss` and `aud`.
+    pub auth_jwt_secret: Option<String>,
+    pub auth_jwt_public_key: Option<PathBuf>,
+    pub auth_jwt_jwks_url: Option<String>,
+    pub auth_jwt_issuer: Option<String>,
+    pub auth_jwt_audience: Option<String>,
     /// `postgres://…` or `mysql://…`: keep the timeline there instead of the
     /// embedded engine under `data_dir`.
     pub database_url: Option<String>,
@@ -60,6 +98,14 @@ impl Default for Config {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             admin_token: None,
+            api_keys: Vec::new(),
+            registration: Registration::Open,
+            cors_origins: Vec::new(),
+            auth_jwt_secret: None,
+            auth_jwt_public_key: None,
+            auth_jwt_jwks_url: None,
+            auth_jwt_issuer: None,
+            auth_jwt_audience: None,
             database_url: None,
             database_pool: 16,
             redis_url: None,
@@ -72,7 +118,7 @@ impl Default for Config {
 }
 
 /// The top-level settings, by their names in the file and after `TOKENIM_`.
-pub const SETTINGS: [&str; 14] = [
+pub const SETTINGS: [&str; 22] = [
     "listen",
     "data_dir",
     "tls_cert",
@@ -81,6 +127,14 @@ pub const SETTINGS: [&str; 14] = [
     "argon2_memory_kib",
     "argon2_iterations",
     "admin_token",
+    "api_keys",
+    "registration",
+    "cors_origins",
+    "auth_jwt_secret",
+    "auth_jwt_public_key",
+    "auth_jwt_jwks_url",
+    "auth_jwt_issuer",
+    "auth_jwt_audience",
     "database_url",
     "database_pool",
     "redis_url",
@@ -139,6 +193,35 @@ impl Config {
             "argon2_memory_kib" => self.argon2_memory_kib = value.parse()?,
             "argon2_iterations" => self.argon2_iterations = value.parse()?,
             "admin_token" => self.admin_token = Some(value.into()),
+            "api_keys" => {
+                // `N1=S1,N2=S2` from the environment: replaces the list.
+                self.api_keys.clear();
+                for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
+                    self.add_api_key(pair)?;
+                }
+            }
+            "api_key" => self.add_api_key(value)?,
+            "registration" => {
+                self.registration = match value {
+                    "open" => Registration::Open,
+                    "closed" => Registration::Closed,
+                    _ => bail!("registration must be open or closed"),
+                }
+            }
+            "cors_origins" => {
+                self.cors_origins = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "cors_origin" => self.cors_origins.push(value.trim().to_owned()),
+            "auth_jwt_secret" => self.auth_jwt_secret = Some(value.into()),
+            "auth_jwt_public_key" => self.auth_jwt_public_key = Some(value.into()),
+            "auth_jwt_jwks_url" => self.auth_jwt_jwks_url = Some(value.into()),
+            "auth_jwt_issuer" => self.auth_jwt_issuer = Some(value.into()),
+            "auth_jwt_audience" => self.auth_jwt_audience = Some(value.into()),
             "database_url" => self.database_url = Some(value.into()),
             "database_pool" => {
                 self.database_pool = value
@@ -177,6 +260,59 @@ impl Config {
             other => bail!("unknown setting {other:?}"),
         }
         Ok(())
+    }
+
+    /// Adds one API key from `NAME=SECRET` text.
+    pub fn add_api_key(&mut self, pair: &str) -> anyhow::Result<()> {
+        let (name, secret) = pair
+            .trim()
+            .split_once('=')
+            .context("an API key is given as NAME=SECRET")?;
+        self.api_keys.push(ApiKey {
+            name: name.to_owned(),
+            secret: secret.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Every API key, `admin_token` as the key `admin`; checks names are
+    /// 1-64 of `[A-Za-z0-9_.:-]` and unique, and secrets 1-256 printable
+    /// ASCII characters (I-1).
+    pub fn all_api_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
+        let mut keys = self.api_keys.clone();
+        if let Some(s) = &self.admin_token {
+            keys.push(ApiKey {
+                name: "admin".to_owned(),
+                secret: s.clone(),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for k in &keys {
+            let name_ok = !k.name.is_empty()
+                && k.name.len() <= 64
+                && k.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+            if !name_ok {
+                bail!(
+                    "API key name {:?} must be 1-64 of A-Z a-z 0-9 _ . : -",
+                    k.name
+                );
+            }
+            if k.secret.is_empty()
+                || k.secret.len() > 256
+                || !k.secret.bytes().all(|b| b.is_ascii_graphic())
+            {
+                bail!(
+                    "the secret of API key {:?} must be 1-256 printable ASCII characters",
+                    k.name
+                );
+            }
+            if !seen.insert(k.name.as_str()) {
+                bail!("API key name {:?} is given twice", k.name);
+            }
+        }
+        Ok(keys)
     }
 
     /// Sets one limit from `NAME=VALUE` text.

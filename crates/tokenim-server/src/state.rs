@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use tokenim_core::Limits;
 use tokenim_store::Store;
 
-use crate::auth::{Passwords, Tokens};
+use crate::auth::{ApiKeys, Passwords, Tokens};
 use crate::config::Config;
 use crate::delivery::cluster::Cluster;
 use crate::delivery::dispatcher::Dispatcher;
@@ -50,6 +50,8 @@ pub struct AppState {
     pub marks: Arc<Marks>,
     pub sync: Arc<Sync>,
     pub presence: Arc<Presence>,
+    /// The app backend's keys for `/v1/server/...` and `/v1/admin/...`.
+    pub api_keys: ApiKeys,
     pub shutting_down: AtomicBool,
 }
 
@@ -62,6 +64,7 @@ impl AppState {
         cluster: Option<Arc<Cluster>>,
         tokens: Tokens,
     ) -> anyhow::Result<Arc<AppState>> {
+        let api_keys = ApiKeys::new(&cfg.all_api_keys()?);
         let passwords = Passwords::new(cfg.argon2_memory_kib, cfg.argon2_iterations)?;
         let limits = cfg.limits.clone();
         let metrics = Arc::new(Metrics::default());
@@ -128,6 +131,7 @@ impl AppState {
             marks,
             sync,
             presence,
+            api_keys,
             shutting_down: AtomicBool::new(false),
         }))
     }

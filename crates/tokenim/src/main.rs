@@ -75,9 +75,38 @@ struct ServeArgs {
     /// Argon2id iterations [default: 2].
     #[arg(long)]
     argon2_iterations: Option<String>,
-    /// Bearer secret for the admin API (bulk user creation) [env TOKENIM_ADMIN_TOKEN].
+    /// The API key named `admin` (same as --api-key admin=SECRET) [env TOKENIM_ADMIN_TOKEN].
     #[arg(long)]
     admin_token: Option<String>,
+    /// An API key of the app's backend for /v1/server/..., NAME=SECRET
+    /// (repeatable) [env TOKENIM_API_KEYS=N1=S1,N2=S2].
+    #[arg(long = "api-key", value_name = "NAME=SECRET")]
+    api_keys: Vec<String>,
+    /// open: anyone may register; closed: only the server API creates users
+    /// [default: open; env TOKENIM_REGISTRATION].
+    #[arg(long)]
+    registration: Option<String>,
+    /// A web origin allowed to call /v1/* from a browser, or * (repeatable)
+    /// [env TOKENIM_CORS_ORIGINS, comma-separated].
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    /// Sign-in with your app's JWTs: the HS256 secret [env TOKENIM_AUTH_JWT_SECRET].
+    #[arg(long)]
+    auth_jwt_secret: Option<String>,
+    /// Sign-in with your app's JWTs: a PEM public key file (RS256, ES256,
+    /// EdDSA) [env TOKENIM_AUTH_JWT_PUBLIC_KEY].
+    #[arg(long)]
+    auth_jwt_public_key: Option<String>,
+    /// Sign-in with your app's JWTs: a JWKS URL, keys by kid
+    /// [env TOKENIM_AUTH_JWT_JWKS_URL].
+    #[arg(long)]
+    auth_jwt_jwks_url: Option<String>,
+    /// The `iss` every JWT must carry [env TOKENIM_AUTH_JWT_ISSUER].
+    #[arg(long)]
+    auth_jwt_issuer: Option<String>,
+    /// The `aud` every JWT must name [env TOKENIM_AUTH_JWT_AUDIENCE].
+    #[arg(long)]
+    auth_jwt_audience: Option<String>,
     /// Keep the data in PostgreSQL or MySQL instead of the embedded store:
     /// postgres://USER@HOST/DB or mysql://USER@HOST/DB [env TOKENIM_DATABASE_URL].
     #[arg(long)]
@@ -117,6 +146,12 @@ impl ServeArgs {
             ("argon2_memory_kib", &self.argon2_memory_kib),
             ("argon2_iterations", &self.argon2_iterations),
             ("admin_token", &self.admin_token),
+            ("registration", &self.registration),
+            ("auth_jwt_secret", &self.auth_jwt_secret),
+            ("auth_jwt_public_key", &self.auth_jwt_public_key),
+            ("auth_jwt_jwks_url", &self.auth_jwt_jwks_url),
+            ("auth_jwt_issuer", &self.auth_jwt_issuer),
+            ("auth_jwt_audience", &self.auth_jwt_audience),
             ("database_url", &self.database_url),
             ("database_pool", &self.database_pool),
             ("redis_url", &self.redis_url),
@@ -129,6 +164,12 @@ impl ServeArgs {
                 cfg.set(name, v)
                     .with_context(|| format!("--{}", name.replace('_', "-")))?;
             }
+        }
+        for k in &self.api_keys {
+            cfg.add_api_key(k).context("--api-key")?;
+        }
+        for o in &self.cors_origins {
+            cfg.set("cors_origin", o).context("--cors-origin")?;
         }
         for l in &self.limits {
             cfg.set_limit(l).with_context(|| format!("--limit {l}"))?;

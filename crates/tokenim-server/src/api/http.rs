@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
@@ -54,7 +54,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     }
 }
 
-fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     if body.is_empty() {
         return Err(Error::bad_request("a JSON body is required").into());
     }
@@ -126,7 +126,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route(&format!("{conv}/events/{{seq}}/receipts"), get(receipts))
         .route(&format!("{conv}/messages"), post(post_message))
         .route("/v1/push-token", put(push_token))
-        .route("/v1/admin/users", post(admin_users))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -511,43 +510,6 @@ async fn push_token(
 ) -> ApiResult<StatusCode> {
     app.devices.set_push_token(&a, body).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /v1/admin/users`: bulk account creation for operators (benchmarks,
-/// imports), allowed only with the configured `admin_token`.
-#[derive(serde::Deserialize)]
-struct BulkUsers {
-    users: Vec<CreateAccount>,
-}
-
-#[derive(serde::Serialize)]
-struct BulkCreated {
-    user_ids: Vec<Option<String>>,
-}
-
-async fn admin_users(
-    State(app): State<Arc<AppState>>,
-    headers: axum::http::HeaderMap,
-    body: Body,
-) -> ApiResult<axum::Json<BulkCreated>> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match (&app.cfg.admin_token, given) {
-        (Some(want), Some(got)) if want == got => {}
-        _ => return Err(Error::unauthorized("admin token required").into()),
-    }
-    let bytes = axum::body::to_bytes(body, 64 << 20)
-        .await
-        .map_err(|_| Error::too_large("the body is over 64 MiB"))?;
-    let req: BulkUsers = parse_json(&bytes)?;
-    if req.users.len() > 100_000 {
-        return Err(Error::too_large("at most 100000 users per request").into());
-    }
-    Ok(axum::Json(BulkCreated {
-        user_ids: app.accounts.bulk_register(req.users).await?,
-    }))
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {

@@ -21,6 +21,7 @@ use error::ApiError;
 
 pub mod error;
 pub mod http;
+pub mod server;
 pub mod web;
 pub mod ws;
 
@@ -29,6 +30,7 @@ pub mod ws;
 pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .merge(http::routes())
+        .merge(server::routes())
         .route("/v1/ws", get(ws::upgrade))
         .merge(web::routes())
         .fallback(|| async { ApiError(Error::not_found("no such route")) })
