@@ -22,6 +22,8 @@ use error::ApiError;
 pub mod error;
 pub mod http;
 pub mod server;
+pub mod server_convs;
+pub mod server_users;
 pub mod web;
 pub mod ws;
 
