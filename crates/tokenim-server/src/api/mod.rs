@@ -33,6 +33,8 @@ pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .merge(http::routes())
         .merge(server::routes())
+        .merge(server_users::routes())
+        .merge(server_convs::routes())
         .route("/v1/ws", get(ws::upgrade))
         .merge(web::routes())
         .fallback(|| async { ApiError(Error::not_found("no such route")) })

@@ -41,8 +41,6 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/server/users", post(bulk_users))
         .route("/v1/admin/users", post(bulk_users))
-        .merge(crate::api::server_users::routes())
-        .merge(crate::api::server_convs::routes())
 }
 
 /// `POST /v1/server/users` (alias `/v1/admin/users`): bulk account
