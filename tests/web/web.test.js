@@ -24,6 +24,7 @@ const SHOTS = process.env.SCREENSHOT_DIR
   ? path.resolve(ROOT, process.env.SCREENSHOT_DIR)
   : fs.mkdtempSync(path.join(os.tmpdir(), 'tokenim-shots-'));
 const PASSWORD = 'correct-horse-9';
+const API_KEY = 'web-test-backend-key'; // the app backend's key (server API)
 const T = 15000; // ordinary UI wait
 const T_RECONNECT = 45000; // reconnect waits (backoff grows while the server is down)
 
@@ -89,6 +90,7 @@ class Server {
         '--limit', 'login_burst=100000',
         '--limit', 'send_rate_per_sec=10000',
         '--limit', 'send_burst=10000',
+        '--api-key', `backend=${API_KEY}`,
       ],
       { stdio: ['ignore', out, out] },
     );
@@ -605,6 +607,38 @@ test('edit and recall own messages', async () => {
   await theirMsg(pb, 'This message was recalled').waitFor();
   await theirMsg(pb, 'Oops, wrong chat').waitFor({ state: 'detached' });
   await myMsg(pa, 'You recalled this message').waitFor();
+});
+
+test('messages from the app backend: a system notice, and one posted as a member', async () => {
+  const ids = {};
+  for (const p of [pa, pb]) {
+    const me = await api(server, 'GET', '/me', await tokenOf(p));
+    ids[me.username] = me.user_id;
+  }
+  const conv = await api(server, 'POST', '/server/conversations', API_KEY, {
+    type: 'group', title: 'Announcements', owner: ids.alice, members: [ids.bob],
+  });
+  await openFromList(pb, 'Announcements');
+  await openFromList(pa, 'Announcements');
+  const post = (body) => api(server, 'POST', `/server/conversations/${conv.conv_id}/messages`, API_KEY, body);
+  await post({ client_msg_id: 'sys-1', content: { type: 'text', text: 'Maintenance tonight at 22:00' } });
+  await post({ as: ids.bob, client_msg_id: 'as-1', content: { type: 'text', text: 'Thanks for the heads-up' } });
+  for (const p of [pa, pb]) {
+    // the system message is a centered notice, without a sender or a menu
+    await p.locator('.notice', { hasText: 'Maintenance tonight at 22:00' }).waitFor();
+    assert.equal(await p.locator('.msg', { hasText: 'Maintenance tonight' }).count(), 0);
+    // the members joined without anyone adding them
+    await p.locator('.notice', { hasText: 'joined' }).waitFor();
+  }
+  // the message posted as bob is bob's own on his side, and his for alice
+  await myMsg(pb, 'Thanks for the heads-up').waitFor();
+  await theirMsg(pa, 'Thanks for the heads-up').locator('.sender-name', { hasText: U.bob.name }).waitFor();
+  // a reload shows the same from history
+  await pa.reload();
+  await waitOnline(pa);
+  await openFromList(pa, 'Announcements');
+  await pa.locator('.notice', { hasText: 'Maintenance tonight at 22:00' }).waitFor();
+  await theirMsg(pa, 'Thanks for the heads-up').waitFor();
 });
 
 test('sign out returns to the login screen', async () => {

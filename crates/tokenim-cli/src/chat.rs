@@ -266,7 +266,9 @@ async fn open(
         .await
         .context("loading history")?;
     for e in &page.events {
-        names.name(session, &e.sender).await;
+        if let Some(s) = &e.sender {
+            names.name(session, s).await;
+        }
     }
     names.share(st);
     st.set_history(conv_id, &page.events);
@@ -350,8 +352,10 @@ async fn on_update(
         }
         Update::Synced if st.status.starts_with("reconnecting") => st.status.clear(),
         Update::Event(e) => {
-            if !names.known.contains_key(&e.sender) {
-                names.name(session, &e.sender).await;
+            if let Some(s) = &e.sender
+                && !names.known.contains_key(s)
+            {
+                names.name(session, s).await;
                 names.share(st);
             }
             let fx = st.on_event(&e);

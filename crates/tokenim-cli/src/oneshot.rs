@@ -255,7 +255,10 @@ pub async fn history(a: HistoryArgs) -> anyhow::Result<()> {
     }
     let mut names = Names::new(&s);
     for e in &events.events {
-        let who = names.name(&e.sender).await;
+        let who = match &e.sender {
+            Some(s) => names.name(s).await,
+            None => "(system)".to_owned(),
+        };
         let body = match event_text(e) {
             Some(t) => t,
             None if e.recalled => "(recalled)".to_owned(),

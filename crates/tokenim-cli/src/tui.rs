@@ -356,7 +356,7 @@ impl ChatState {
         // message has read it.
         if let Some(seq) = events
             .iter()
-            .filter(|e| e.sender != self.me && e.kind == EventKind::Message)
+            .filter(|e| by_other(e, &self.me) && e.kind == EventKind::Message)
             .map(|e| e.seq)
             .max()
         {
@@ -435,9 +435,10 @@ impl ChatState {
     fn event_line(&self, e: &Event) -> Option<Msg> {
         let (text, system) = match System::of(e) {
             None if e.kind != EventKind::Message => return None,
+            // A system message (no sender) shows as a notice.
             None => match event_text(e) {
-                Some(t) => (t, false),
-                None if e.recalled => ("(recalled)".to_owned(), false),
+                Some(t) => (t, e.system),
+                None if e.recalled => ("(recalled)".to_owned(), e.system),
                 None => {
                     let content: serde_json::Value = e
                         .content
@@ -445,7 +446,7 @@ impl ChatState {
                         .and_then(|c| serde_json::from_str(c.get()).ok())
                         .unwrap_or_default();
                     let ty = content["type"].as_str().unwrap_or("message");
-                    (format!("[{ty}]"), false)
+                    (format!("[{ty}]"), e.system)
                 }
             },
             Some(System::Recall(_) | System::Edit(_)) => return None,
@@ -469,10 +470,10 @@ impl ChatState {
         Some(Msg {
             seq: Some(e.seq),
             client_msg_id: e.client_msg_id.clone(),
-            sender: e.sender.clone(),
+            sender: e.sender.clone().unwrap_or_default(),
             text,
             ts: e.ts,
-            status: (e.sender == self.me && e.kind == EventKind::Message)
+            status: (e.sent_by(&self.me) && e.kind == EventKind::Message)
                 .then_some(MessageStatus::Sent),
             system,
             edited: e.edited,
@@ -520,12 +521,12 @@ impl ChatState {
                 // listed unread count (the first sync replays them).
                 let news = e.seq > c.last_seq;
                 c.last_seq = c.last_seq.max(e.seq);
-                if news && !is_open && e.sender != self.me && e.kind == EventKind::Message {
+                if news && !is_open && !e.sent_by(&self.me) && e.kind == EventKind::Message {
                     c.unread += 1;
                 }
             }
         }
-        if is_open && e.sender != self.me {
+        if is_open && !e.sent_by(&self.me) {
             fx.read = Some(e.seq);
         }
         self.bump(&e.conv_id);
@@ -707,6 +708,11 @@ impl ChatState {
     }
 }
 
+/// Whether another member made `e` (a system event is no member's).
+fn by_other(e: &Event, me: &str) -> bool {
+    e.sender.as_deref().is_some_and(|s| s != me)
+}
+
 /// Splits `s` into pieces of at most `width` characters.
 fn wrap(s: &str, width: usize) -> Vec<String> {
     let chars: Vec<char> = s.chars().collect();
@@ -752,8 +758,9 @@ mod tests {
             seq,
             msg_id: format!("m{seq}"),
             ts: 1_732_380_000_000 + seq as i64 * 60_000,
-            sender: sender.into(),
-            sender_device: "d".into(),
+            sender: Some(sender.into()),
+            sender_device: Some("d".into()),
+            system: false,
             kind: EventKind::Message,
             client_msg_id: cmid.map(str::to_owned),
             content: Some(

@@ -35,10 +35,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut caught_up = false;
     while let Some(u) = updates.recv().await {
         match u {
-            // Answer only what arrives live, not the backlog of the first sync.
+            // Answer only what arrives live, not the backlog of the first
+            // sync, and only other users (not system messages).
             Update::Synced => caught_up = true,
             Update::Event(e)
-                if caught_up && e.kind == EventKind::Message && e.sender != session.user_id() =>
+                if caught_up
+                    && e.kind == EventKind::Message
+                    && e.sender.as_deref().is_some_and(|s| s != session.user_id()) =>
             {
                 if let Some(text) = event_text(&e) {
                     messenger.send_text(&e.conv_id, &text).await?;

@@ -44,7 +44,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         match u {
             Update::Event(e) => {
                 let text = event_text(&e).unwrap_or_else(|| format!("[{}]", e.kind.as_str()));
-                println!("{} #{} {}: {}", e.conv_id, e.seq, e.sender, text);
+                let who = e.sender.as_deref().unwrap_or("(system)");
+                println!("{} #{} {who}: {text}", e.conv_id, e.seq);
             }
             Update::Connected { .. } => println!("connected"),
             Update::Synced => println!("caught up"),

@@ -789,8 +789,9 @@ impl Actor {
             seq: ack.seq,
             msg_id: ack.msg_id.clone(),
             ts: ack.ts,
-            sender: self.user_id.clone(),
-            sender_device: self.device_id.clone(),
+            sender: Some(self.user_id.clone()),
+            sender_device: Some(self.device_id.clone()),
+            system: false,
             kind,
             client_msg_id: Some(entry.client_msg_id.clone()),
             content: Some(content),
@@ -818,16 +819,18 @@ impl Actor {
     /// Offers an event from a push or a sync; an own request that it
     /// completes leaves the outbox.
     async fn take_event(&mut self, ev: Event, from_sync: bool) -> Result<(), End> {
-        if ev.sender == self.user_id
+        if ev.sent_by(&self.user_id)
             && let Some(id) = ev.client_msg_id.as_deref()
             && let Some((_, changes)) = self.complete(id, ev.seq)
         {
             self.emit_status(changes).await?;
         }
-        if ev.sender != self.user_id && ev.kind == EventKind::Message {
+        let by_other = ev.sender.as_deref().is_some_and(|s| s != self.user_id);
+        if by_other && ev.kind == EventKind::Message {
             // Sending moves the sender's read marker to the message
             // (PROTOCOL.md 1), and no receipt says so: whoever wrote at
-            // `seq` has read everything before it.
+            // `seq` has read everything before it. A system message
+            // (no sender) was written by no member and says nothing.
             let changes = self
                 .statuses
                 .advance(&ev.conv_id, ev.seq, MessageStatus::Read);

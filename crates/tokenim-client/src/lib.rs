@@ -32,7 +32,8 @@
 //! messenger.send_text(&conv, "hi bob").await?;
 //! while let Some(update) = updates.recv().await {
 //!     if let Update::Event(e) = update {
-//!         println!("{}#{} from {}", e.conv_id, e.seq, e.sender);
+//!         let from = e.sender.as_deref().unwrap_or("the system");
+//!         println!("{}#{} from {from}", e.conv_id, e.seq);
 //!     }
 //! }
 //! # Ok(()) }

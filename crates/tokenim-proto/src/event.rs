@@ -48,8 +48,17 @@ pub struct Event {
     pub seq: u64,
     pub msg_id: String,
     pub ts: i64,
-    pub sender: String,
-    pub sender_device: String,
+    /// The user who made the event; absent on events the app's backend
+    /// made without a user (`system`, PROTOCOL-INTEGRATION I-9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The device it was made from; absent when no device made it (the
+    /// server API, with or without a user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_device: Option<String>,
+    /// Made by the app's backend without a user (I-9); omitted when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub system: bool,
     pub kind: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
@@ -60,6 +69,13 @@ pub struct Event {
     pub recalled: bool,
     #[serde(default, skip_serializing_if = "is_false")]
     pub edited: bool,
+}
+
+impl Event {
+    /// Whether `user_id` made this event (never true of a system event).
+    pub fn sent_by(&self, user_id: &str) -> bool {
+        self.sender.as_deref() == Some(user_id)
+    }
 }
 
 /// The event frame `{"type":"event","event":...}` for `e`: the same text as
@@ -87,8 +103,12 @@ struct RawEvent {
     seq: u64,
     msg_id: String,
     ts: i64,
-    sender: String,
-    sender_device: String,
+    #[serde(default)]
+    sender: Option<String>,
+    #[serde(default)]
+    sender_device: Option<String>,
+    #[serde(default)]
+    system: bool,
     kind: EventKind,
     #[serde(default)]
     client_msg_id: Option<String>,
@@ -117,6 +137,7 @@ impl From<RawEvent> for Event {
             ts: e.ts,
             sender: e.sender,
             sender_device: e.sender_device,
+            system: e.system,
             kind: e.kind,
             client_msg_id: e.client_msg_id,
             content: e.content,
@@ -184,6 +205,42 @@ mod tests {
         assert!(recalled.content.is_none() && recalled.recalled);
         assert!(event_frame_json(&recalled).contains(r#""content":null"#));
         assert!(decode_event(b"{}").is_err());
+    }
+
+    #[test]
+    fn system_events_have_no_sender_and_old_events_still_read() {
+        let text = r#"{"conv_id":"c","seq":2,"msg_id":"m","ts":3,"system":true,
+            "kind":"message","client_msg_id":"x","content":{"type":"text","text":"hi"}}"#;
+        let e = decode_event(text.as_bytes()).unwrap();
+        assert!(e.system && e.sender.is_none() && e.sender_device.is_none());
+        assert!(!e.sent_by(""));
+        let out = serde_json::to_string(&e).unwrap();
+        assert!(out.contains(r#""system":true"#), "{out}");
+        assert!(!out.contains("sender"), "{out}");
+        let frame = ServerFrame::Event { event: e.clone() }.to_json();
+        assert_eq!(event_frame_json(&e), frame);
+        let f: ServerFrame = serde_json::from_str(&frame).unwrap();
+        assert!(
+            matches!(f, ServerFrame::Event { event } if event.system && event.sender.is_none())
+        );
+
+        // An event stored before `system` existed: a sender, no flag.
+        let old = decode_event(
+            br#"{"conv_id":"c","seq":1,"msg_id":"m","ts":1,"sender":"u",
+                "sender_device":"d","kind":"message","content":{"type":"text","text":"a"}}"#,
+        )
+        .unwrap();
+        assert!(!old.system && old.sent_by("u"));
+        assert_eq!(old.sender_device.as_deref(), Some("d"));
+        assert!(!serde_json::to_string(&old).unwrap().contains("system"));
+
+        // A member's message posted by the backend: a sender, no device.
+        let as_member = decode_event(
+            br#"{"conv_id":"c","seq":3,"msg_id":"m","ts":1,"sender":"u",
+                "kind":"message","content":{"type":"text","text":"a"}}"#,
+        )
+        .unwrap();
+        assert!(as_member.sent_by("u") && as_member.sender_device.is_none());
     }
 
     #[test]

@@ -9,12 +9,14 @@ mod error;
 mod event;
 mod frames;
 mod http;
+mod server_convs;
 pub mod system;
 
 pub use error::{ErrorBody, ErrorCode, ErrorResponse, close};
 pub use event::{Content, Event, EventKind, decode_event, deserialize_events, event_frame_json};
 pub use frames::*;
 pub use http::*;
+pub use server_convs::*;
 
 /// Version of the wire protocol this crate describes.
 pub const PROTOCOL_VERSION: u32 = 1;

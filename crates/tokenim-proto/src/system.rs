@@ -1,5 +1,6 @@
 //! Bodies of the server-written events (PROTOCOL.md 1.1): recall, edit and
-//! the membership and settings events. The store writes them through these
+//! the membership and settings events (`by` absent on system events,
+//! PROTOCOL-INTEGRATION I-9). The store writes them through these
 //! types and every reader (the push path, the SDK, the terminal client)
 //! reads them back through [`System::decode`], so a change to a body is a
 //! change to one type.
@@ -26,7 +27,9 @@ pub struct Edit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberJoined {
     pub user_ids: Vec<String>,
-    pub by: String,
+    /// Who did it; absent when the app's backend did (I-9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// `member_left`: `user_id` left on their own.
@@ -39,7 +42,9 @@ pub struct MemberLeft {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberRemoved {
     pub user_id: String,
-    pub by: String,
+    /// Who did it; absent when the app's backend did (I-9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// `role_changed`: `user_id` now has `role`, set by `by`.
@@ -47,7 +52,9 @@ pub struct MemberRemoved {
 pub struct RoleChanged {
     pub user_id: String,
     pub role: Role,
-    pub by: String,
+    /// Who did it; absent when the app's backend did (I-9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// `conv_updated`: only the fields that changed are present.
@@ -57,7 +64,9 @@ pub struct ConvUpdated {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_admins_send: Option<bool>,
-    pub by: String,
+    /// Who did it; absent when the app's backend did (I-9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// The body of any event that is not a `message`.
@@ -152,7 +161,7 @@ mod tests {
             (
                 System::MemberJoined(MemberJoined {
                     user_ids: vec!["b".into(), "c".into()],
-                    by: "a".into(),
+                    by: Some("a".into()),
                 }),
                 r#"{"user_ids":["b","c"],"by":"a"}"#,
             ),
@@ -165,7 +174,7 @@ mod tests {
             (
                 System::MemberRemoved(MemberRemoved {
                     user_id: "b".into(),
-                    by: "a".into(),
+                    by: Some("a".into()),
                 }),
                 r#"{"user_id":"b","by":"a"}"#,
             ),
@@ -173,7 +182,7 @@ mod tests {
                 System::RoleChanged(RoleChanged {
                     user_id: "b".into(),
                     role: Role::Admin,
-                    by: "a".into(),
+                    by: Some("a".into()),
                 }),
                 r#"{"user_id":"b","role":"admin","by":"a"}"#,
             ),
@@ -181,7 +190,7 @@ mod tests {
                 System::ConvUpdated(ConvUpdated {
                     title: Some("t".into()),
                     only_admins_send: None,
-                    by: "a".into(),
+                    by: Some("a".into()),
                 }),
                 r#"{"title":"t","by":"a"}"#,
             ),
@@ -197,5 +206,14 @@ mod tests {
                 .is_none()
         );
         assert!(System::decode(EventKind::MemberLeft, &raw(r#"{"by":"a"}"#)).is_err());
+
+        // Bodies of system events (I-9) have no `by`, and read back so.
+        let by_system = System::MemberRemoved(MemberRemoved {
+            user_id: "b".into(),
+            by: None,
+        });
+        assert_eq!(by_system.to_content().get(), r#"{"user_id":"b"}"#);
+        let back = System::decode(EventKind::MemberJoined, &raw(r#"{"user_ids":["b"]}"#));
+        assert!(matches!(back, Ok(Some(System::MemberJoined(b))) if b.by.is_none()));
     }
 }

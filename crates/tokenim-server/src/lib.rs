@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod delivery;
+pub mod jwt;
 pub mod metrics;
 pub mod serve;
 pub mod services;

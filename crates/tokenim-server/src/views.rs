@@ -4,7 +4,7 @@
 
 use tokenim_core::Result;
 use tokenim_core::perms::MemberFacts;
-use tokenim_proto::{Conversation, MemberInfo};
+use tokenim_proto::{Conversation, MemberInfo, ServerConversation};
 use tokenim_store::{ConvMeta, Member, Store};
 
 /// Conversations up to this size carry their member list.
@@ -38,6 +38,30 @@ pub fn conversation_light(meta: &ConvMeta, me: &Member) -> Conversation {
         created_at: meta.created_at,
         only_admins_send: meta.only_admins_send,
     }
+}
+
+/// The conversation object of the server API (PROTOCOL-INTEGRATION
+/// I1.4): no one's read marker, with the member list when small enough.
+pub async fn server_conversation(store: &dyn Store, meta: &ConvMeta) -> Result<ServerConversation> {
+    let members = if meta.member_count <= INLINE_MEMBERS {
+        let page = store
+            .members_page(&meta.conv_id, None, INLINE_MEMBERS as usize)
+            .await?;
+        Some(page.into_iter().map(member_info).collect())
+    } else {
+        None
+    };
+    Ok(ServerConversation {
+        conv_id: meta.conv_id.clone(),
+        ty: meta.ty,
+        title: meta.title.clone(),
+        members,
+        member_count: meta.member_count,
+        last_seq: meta.last_seq,
+        last_event: meta.last_event.as_deref().cloned(),
+        created_at: meta.created_at,
+        only_admins_send: meta.only_admins_send,
+    })
 }
 
 pub fn member_info(m: Member) -> MemberInfo {

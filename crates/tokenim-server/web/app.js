@@ -458,7 +458,7 @@
     saveCursorsSoon();
     applyEvent(c, ev, 0);
     if (ev.kind === 'message' && ev.sender !== myId()) {
-      c.typing.delete(ev.sender);
+      if (ev.sender) c.typing.delete(ev.sender);
       if (source === 'push' && !isReading(c)) c.unread += 1;
     }
     if (c.above.size) scheduleGapSync();
@@ -1195,8 +1195,33 @@
     }
   }
 
+  /** A list of users in a sentence's subject: "You, bob". */
+  const whoList = (ids) => ids.map((u, i) => whoName(u, i > 0)).join(', ');
+  const isAre = (id) => (id === myId() ? 'are' : 'is');
+
   function noticeText(ev) {
     const c = ev.content || {};
+    // A system message (the app's backend, no sender): its text.
+    if (ev.kind === 'message') return ev.recalled ? 'Message recalled' : contentText(ev.content);
+    // Events the app's backend made carry no `by`.
+    if (!c.by) {
+      switch (ev.kind) {
+        case 'member_joined':
+          return `${whoList(c.user_ids || [])} joined`;
+        case 'member_left':
+          return `${whoName(c.user_id)} left`;
+        case 'member_removed':
+          return c.user_id === myId() ? 'You were removed' : `${whoName(c.user_id)} was removed`;
+        case 'role_changed':
+          return `${whoName(c.user_id)} ${isAre(c.user_id)} now ${c.role === 'admin' ? 'an admin' : 'a member'}`;
+        case 'conv_updated':
+          if ('title' in c) return `The group was renamed to “${c.title ?? ''}”`;
+          if ('only_admins_send' in c) return c.only_admins_send ? 'Only admins can send messages now' : 'Everyone can send messages now';
+          return 'The group settings changed';
+        default:
+          return '';
+      }
+    }
     switch (ev.kind) {
       case 'member_joined': {
         const ids = (c.user_ids || []).filter((u) => u !== c.by);
@@ -1236,7 +1261,7 @@
     } else if (ev.kind === 'recall') text = 'Message recalled';
     else if (ev.kind === 'edit') text = '✎ ' + contentText(ev.content && ev.content.content);
     else text = noticeText(ev);
-    const sender = ev.kind === 'message' && !mine && c.type === 'group' ? userName(ev.sender) : null;
+    const sender = ev.kind === 'message' && ev.sender && !mine && c.type === 'group' ? userName(ev.sender) : null;
     return { mine, text, status, ts: ev.ts, sender };
   }
 
@@ -1466,7 +1491,7 @@
     }
     const items = [];
     for (const m of evs) {
-      if (m.kind === 'message') {
+      if (m.kind === 'message' && !m.system) {
         items.push({
           kind: 'msg', key: m.sender === myId() && m.client_msg_id ? 'p' + m.client_msg_id : 's' + m.seq,
           seq: m.seq, cmid: m.client_msg_id, sender: m.sender, ts: m.ts, content: m.content,

@@ -116,12 +116,23 @@ pub trait Store: Send + Sync + 'static {
     async fn is_blocked(&self, blocker: &str, blocked: &str) -> StoreResult<bool>;
 
     // Conversations.
-    /// The direct conversation of two users, created if missing; `true` when
-    /// this call created it.
-    async fn open_direct(&self, a: &str, b: &str, now_ms: i64) -> StoreResult<(ConvMeta, bool)>;
+    /// The direct conversation of two users, created if missing (under
+    /// `conv_id` when given, else a new server-made ID); `true` when this
+    /// call created it. `conflict` when the pair has a conversation under
+    /// another ID than `conv_id`, or `conv_id` is another conversation's
+    /// (PROTOCOL-INTEGRATION I-8).
+    async fn open_direct(
+        &self,
+        a: &str,
+        b: &str,
+        conv_id: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<(ConvMeta, bool)>;
     /// Creates a group with its owner and members and its seq-1
-    /// `member_joined` event.
-    async fn create_group(&self, req: NewGroup) -> StoreResult<ConvMeta>;
+    /// `member_joined` event; `true` when created. A group already under
+    /// `req.conv_id` is answered unchanged (`false`), another conversation
+    /// under it is a `conflict`.
+    async fn create_group(&self, req: NewGroup) -> StoreResult<(ConvMeta, bool)>;
     async fn conv(&self, conv_id: &str) -> StoreResult<Option<ConvMeta>>;
     async fn member(&self, conv_id: &str, user_id: &str) -> StoreResult<Option<Member>>;
     /// The conversation and the user's member record in it, when both

@@ -47,7 +47,7 @@ impl Plan {
         let cmid = a.client_msg_id.as_ref()?;
         let kind = a.request_kind()?;
         Some((
-            a.actor.clone(),
+            a.actor.dedup_key().to_owned(),
             cmid.clone(),
             DedupRecord {
                 conv_id: a.conv_id.clone(),
@@ -77,12 +77,48 @@ pub(crate) fn repeat(a: &Append, found: Option<DedupRecord>) -> Option<StoreResu
 }
 
 /// A new direct conversation of the (sorted) `pair`, with its one or two
-/// members counted.
-pub(crate) fn new_direct(pair: (String, String), now_ms: i64) -> ConvMeta {
+/// members counted; `conv_id` or a new server-made ID.
+pub(crate) fn new_direct(pair: (String, String), conv_id: Option<&str>, now_ms: i64) -> ConvMeta {
+    let id = conv_id.map_or_else(|| ids::conv_id(now_ms), str::to_owned);
     ConvMeta {
         member_count: if pair.0 == pair.1 { 1 } else { 2 },
         pair: Some(pair),
-        ..new_conv(ids::conv_id(now_ms), ConvType::Direct, None, now_ms)
+        ..new_conv(id, ConvType::Direct, None, now_ms)
+    }
+}
+
+/// Whether an existing conversation answers a request to create a direct
+/// conversation of `pair` (sorted) under `conv_id` (PROTOCOL-INTEGRATION
+/// I-8): `Ok` when it is that pair's own (and `conv_id`, when given, is
+/// its ID), `conflict` when the pair has another ID or `conv_id` is taken
+/// by another conversation.
+pub(crate) fn existing_direct(
+    found: &ConvMeta,
+    pair: &(String, String),
+    conv_id: Option<&str>,
+) -> StoreResult<()> {
+    if found.pair.as_ref() == Some(pair) {
+        match conv_id {
+            Some(id) if id != found.conv_id => Err(Error::conflict(format!(
+                "the two users have a direct conversation already: {}",
+                found.conv_id
+            ))
+            .into()),
+            _ => Ok(()),
+        }
+    } else {
+        Err(Error::conflict("conv_id is taken by another conversation").into())
+    }
+}
+
+/// Whether an existing conversation answers a request to create a group
+/// under its ID (I-8): a group is answered unchanged, anything else is a
+/// conflict.
+pub(crate) fn existing_group(found: &ConvMeta) -> StoreResult<()> {
+    if found.ty == ConvType::Group {
+        Ok(())
+    } else {
+        Err(Error::conflict("conv_id is taken by a direct conversation").into())
     }
 }
 
@@ -126,9 +162,14 @@ pub(crate) fn plan(
     creating: bool,
     view: &impl View,
 ) -> StoreResult<Plan> {
-    if !creating && view.member(&a.actor).is_none() {
+    if !creating
+        && let Some(user) = a.actor.user()
+        && view.member(user).is_none()
+    {
         return Err(Error::no_conversation().into());
     }
+    // Who did it, for the bodies' `by` (absent on system events).
+    let by = a.actor.user().map(str::to_owned);
     let mut meta = conv.clone();
     meta.last_event = None;
     let seq = meta.last_seq + 1;
@@ -194,7 +235,7 @@ pub(crate) fn plan(
                 .into());
             }
             for u in &new {
-                let role = if creating && *u == a.actor {
+                let role = if creating && Some(u) == user_ids.first() {
                     Role::Owner
                 } else {
                     Role::Member
@@ -206,26 +247,30 @@ pub(crate) fn plan(
             }
             meta.member_count += new.len() as u64;
             added = new.clone();
-            System::MemberJoined(MemberJoined {
-                user_ids: new,
-                by: a.actor.clone(),
-            })
-            .parts()
+            System::MemberJoined(MemberJoined { user_ids: new, by }).parts()
         }
         Op::Leave => {
+            let Some(user) = by else {
+                return Err(Error::bad_request("only a member can leave").into());
+            };
             meta.member_count = meta.member_count.saturating_sub(1);
-            members.push((a.actor.clone(), None));
-            removed = Some(a.actor.clone());
-            System::MemberLeft(MemberLeft {
-                user_id: a.actor.clone(),
-            })
-            .parts()
+            members.push((user.clone(), None));
+            removed = Some(user.clone());
+            System::MemberLeft(MemberLeft { user_id: user }).parts()
         }
         Op::Remove { user_id } => {
             match view.member(user_id) {
                 None => return Err(Error::not_found("no such member").into()),
-                Some(m) if m.role == Role::Owner => {
+                // A user never removes the owner; the backend may, once
+                // the owner is alone (I-10).
+                Some(m) if m.role == Role::Owner && by.is_some() => {
                     return Err(Error::forbidden("the owner cannot be removed").into());
+                }
+                Some(m) if m.role == Role::Owner && meta.member_count > 1 => {
+                    return Err(Error::forbidden(
+                        "the owner cannot be removed while the group has other members",
+                    )
+                    .into());
                 }
                 Some(_) => {}
             }
@@ -234,7 +279,7 @@ pub(crate) fn plan(
             removed = Some(user_id.clone());
             System::MemberRemoved(MemberRemoved {
                 user_id: user_id.clone(),
-                by: a.actor.clone(),
+                by,
             })
             .parts()
         }
@@ -247,7 +292,7 @@ pub(crate) fn plan(
             System::RoleChanged(RoleChanged {
                 user_id: user_id.clone(),
                 role: *role,
-                by: a.actor.clone(),
+                by,
             })
             .parts()
         }
@@ -264,7 +309,7 @@ pub(crate) fn plan(
             System::ConvUpdated(ConvUpdated {
                 title: title.clone(),
                 only_admins_send: *only_admins_send,
-                by: a.actor.clone(),
+                by,
             })
             .parts()
         }
@@ -274,8 +319,9 @@ pub(crate) fn plan(
         seq,
         msg_id: ids::msg_id(ts),
         ts,
-        sender: a.actor.clone(),
-        sender_device: a.actor_device.clone(),
+        sender: a.actor.user().map(str::to_owned),
+        sender_device: a.actor.device_id().map(str::to_owned),
+        system: matches!(a.actor, Author::System { .. }),
         kind,
         client_msg_id: a.client_msg_id.clone(),
         content: Some(content),

@@ -90,8 +90,13 @@ impl Member {
 
 #[derive(Debug, Clone)]
 pub struct NewGroup {
+    /// The group's ID; `None` for a new server-made one (`c_...`). A
+    /// given ID that exists answers that conversation if it is a group
+    /// (not created), else `conflict`.
+    pub conv_id: Option<String>,
     pub owner: String,
-    pub owner_device: String,
+    /// Who creates it: the owner (from a device) or the app's backend.
+    pub by: Author,
     pub title: Option<String>,
     /// Other members (without the owner), already deduplicated.
     pub members: Vec<String>,
@@ -112,6 +117,8 @@ pub enum Op {
         target_seq: u64,
         content: Content,
     },
+    /// Adds users; when the write creates a group, the first of them is
+    /// its owner.
     AddMembers {
         user_ids: Vec<String>,
         max_members: u64,
@@ -139,13 +146,63 @@ pub enum RequestKind {
     Edit,
 }
 
+/// Who makes a timeline write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Author {
+    /// A user, from one of their devices, or through the server API
+    /// (`device_id: None`).
+    User {
+        user_id: String,
+        device_id: Option<String>,
+    },
+    /// The app's backend without a user (PROTOCOL-INTEGRATION I-9): the
+    /// event has no sender and no `by`, and is marked `system`.
+    /// `dedup_key` is what its `client_msg_id`s are deduplicated under: it
+    /// must be a string no user ID can equal.
+    System { dedup_key: String },
+}
+
+impl Author {
+    /// A user acting from `device_id`.
+    pub fn device(user_id: &str, device_id: &str) -> Author {
+        Author::User {
+            user_id: user_id.to_owned(),
+            device_id: Some(device_id.to_owned()),
+        }
+    }
+
+    /// The user who acts, if any.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Author::User { user_id, .. } => Some(user_id),
+            Author::System { .. } => None,
+        }
+    }
+
+    /// The device the user acts from, if any.
+    pub fn device_id(&self) -> Option<&str> {
+        match self {
+            Author::User { device_id, .. } => device_id.as_deref(),
+            Author::System { .. } => None,
+        }
+    }
+
+    /// The first half of the dedup key (rule 7): the user, or the system
+    /// author's own key.
+    pub fn dedup_key(&self) -> &str {
+        match self {
+            Author::User { user_id, .. } => user_id,
+            Author::System { dedup_key } => dedup_key,
+        }
+    }
+}
+
 /// One timeline write, checked by the caller against the rules; the store
 /// re-checks membership and dedup atomically with the commit.
 #[derive(Debug, Clone)]
 pub struct Append {
     pub conv_id: String,
-    pub actor: String,
-    pub actor_device: String,
+    pub actor: Author,
     /// Present for client requests that are deduplicated.
     pub client_msg_id: Option<String>,
     pub op: Op,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use common::{Backend, TempDb};
 use serde_json::value::RawValue;
 use tokenim_store::sql::SqlStore;
-use tokenim_store::{Append, AppendOutcome, NewGroup, NewUser, Op, Store};
+use tokenim_store::{Append, AppendOutcome, Author, NewGroup, NewUser, Op, Store};
 
 fn text(i: usize) -> Box<RawValue> {
     RawValue::from_string(format!(r#"{{"type":"text","text":"{i}"}}"#)).unwrap()
@@ -21,8 +21,7 @@ fn text(i: usize) -> Box<RawValue> {
 fn send(conv: &str, actor: &str, cmid: &str, i: usize) -> Append {
     Append {
         conv_id: conv.into(),
-        actor: actor.into(),
-        actor_device: "d".into(),
+        actor: Author::device(actor, "d"),
         client_msg_id: Some(cmid.into()),
         op: Op::Message { content: text(i) },
         origin: 0,
@@ -54,7 +53,9 @@ async fn three_nodes_one_timeline(backend: Backend) {
         .collect();
 
     // The same direct conversation opened on every node at once: one row.
-    let opens = nodes.iter().map(|n| n.open_direct(&users[0], &users[1], 5));
+    let opens = nodes
+        .iter()
+        .map(|n| n.open_direct(&users[0], &users[1], None, 5));
     let opened: Vec<_> = futures_util::future::join_all(opens)
         .await
         .into_iter()
@@ -63,10 +64,11 @@ async fn three_nodes_one_timeline(backend: Backend) {
     assert!(opened.iter().all(|(c, _)| c.conv_id == opened[0].0.conv_id));
     assert_eq!(opened.iter().filter(|(_, created)| *created).count(), 1);
 
-    let group = nodes[1]
+    let (group, _) = nodes[1]
         .create_group(NewGroup {
+            conv_id: None,
             owner: users[0].clone(),
-            owner_device: "d".into(),
+            by: Author::device(&users[0], "d"),
             title: Some("g".into()),
             members: users[1..].to_vec(),
             now_ms: 6,

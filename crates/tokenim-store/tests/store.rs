@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use tokenim_store::{Append, AppendOutcome, NewUser, Op, Store};
+use tokenim_store::{Append, AppendOutcome, Author, NewUser, Op, Store};
 
 fn user(name: &str) -> NewUser {
     NewUser {
@@ -21,8 +21,7 @@ fn user(name: &str) -> NewUser {
 fn msg(conv: &str, actor: &str, cmid: &str) -> Append {
     Append {
         conv_id: conv.into(),
-        actor: actor.into(),
-        actor_device: "d".into(),
+        actor: Author::device(actor, "d"),
         client_msg_id: Some(cmid.into()),
         op: Op::Message {
             content: RawValue::from_string(r#"{"type":"text","text":"x"}"#.into()).unwrap(),
@@ -43,9 +42,9 @@ async fn concurrent_appends_are_gap_free_and_survive_reopen() {
     assert!(users[2].is_err(), "a taken username is refused");
     let a = users[0].as_ref().unwrap().user_id.clone();
     let b = users[1].as_ref().unwrap().user_id.clone();
-    let (conv, created) = store.open_direct(&a, &b, 5).await.unwrap();
+    let (conv, created) = store.open_direct(&a, &b, None, 5).await.unwrap();
     assert!(created);
-    let (again, created) = store.open_direct(&b, &a, 6).await.unwrap();
+    let (again, created) = store.open_direct(&b, &a, None, 6).await.unwrap();
     assert!(!created);
     assert_eq!(again.conv_id, conv.conv_id);
 

@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database's pending schema migrations and exit (`serve` also
     /// applies them at start).
     Migrate(MigrateArgs),
@@ -200,7 +200,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.cmd {
-        Cmd::Serve(args) => rt.block_on(serve(args)),
+        Cmd::Serve(args) => rt.block_on(serve(*args)),
         Cmd::Migrate(args) => rt.block_on(migrate(args)),
         Cmd::Bench(args) => rt.block_on(bench::run(args)),
         Cmd::Client(cmd) => rt.block_on(cli::run(cmd)),

@@ -135,6 +135,12 @@ async fn create_account(
     State(app): State<Arc<AppState>>,
     req: Request,
 ) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
+    if app.cfg.registration == crate::config::Registration::Closed {
+        return Err(Error::forbidden(
+            "registration is closed: accounts are created by the app's backend",
+        )
+        .into());
+    }
     let (parts, body) = req.into_parts();
     app.rate.login(client_ip(&app, &parts)).await?;
     let JsonBody(body) =
@@ -438,6 +444,17 @@ async fn events(
     Path(conv_id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<axum::Json<EventPage>> {
+    let (after, before, limit) = history_query(raw)?;
+    Ok(axum::Json(
+        app.timeline
+            .history(&a, &conv_id, after, before, limit)
+            .await?,
+    ))
+}
+
+/// The events route's query (rule 16): `after_seq`, `before_seq` and
+/// `limit` (default 50, clamped to 500).
+pub(crate) fn history_query(raw: Option<String>) -> ApiResult<(Option<u64>, Option<u64>, u64)> {
     let q = query(raw)?;
     let limit = match num(&q, "limit")? {
         None => 50,
@@ -450,12 +467,7 @@ async fn events(
             v => Ok(v.map(|v| v as u64)),
         }
     };
-    let (after, before) = (seq("after_seq")?, seq("before_seq")?);
-    Ok(axum::Json(
-        app.timeline
-            .history(&a, &conv_id, after, before, limit)
-            .await?,
-    ))
+    Ok((seq("after_seq")?, seq("before_seq")?, limit))
 }
 
 async fn receipts(

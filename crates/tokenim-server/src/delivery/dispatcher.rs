@@ -191,9 +191,9 @@ impl Dispatcher {
     async fn push_event(&self, e: &Event, origin: u64, members: Arc<[String]>) {
         // The socket that sent it, if on this node: known by the commit
         // (`origin`), else (a gap fill) by its pending client_msg_id.
-        let sender = match &e.client_msg_id {
-            Some(cmid) => self.hub.take_sender(&e.sender, &e.sender_device, cmid),
-            None => None,
+        let sender = match (&e.client_msg_id, &e.sender, &e.sender_device) {
+            (Some(cmid), Some(user), Some(device)) => self.hub.take_sender(user, device, cmid),
+            _ => None,
         };
         let origin = if origin != 0 {
             origin

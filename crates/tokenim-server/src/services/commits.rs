@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokenim_core::clock::now_ms;
 use tokenim_core::{Error, Result};
-use tokenim_store::{Append, AppendFuture, AppendOutcome, Op, Store};
+use tokenim_store::{Append, AppendFuture, AppendOutcome, Author, Op, Store};
 
 use crate::metrics::Metrics;
 use crate::services::Actor;
@@ -37,13 +37,33 @@ impl Commits {
         op: Op,
         now_ms: i64,
     ) -> AppendFuture {
-        self.store.append(vec![Append {
-            conv_id: conv_id.to_owned(),
-            actor: a.user_id.clone(),
-            actor_device: a.device_id.clone(),
+        self.queue_by(
+            Author::device(&a.user_id, &a.device_id),
+            a.conn,
+            conv_id,
             client_msg_id,
             op,
-            origin: a.conn,
+            now_ms,
+        )
+    }
+
+    /// [`Commits::queue`] for any author (the server API's writes, with or
+    /// without a user), asked by connection `origin` (0: none).
+    pub fn queue_by(
+        &self,
+        actor: Author,
+        origin: u64,
+        conv_id: &str,
+        client_msg_id: Option<String>,
+        op: Op,
+        now_ms: i64,
+    ) -> AppendFuture {
+        self.store.append(vec![Append {
+            conv_id: conv_id.to_owned(),
+            actor,
+            client_msg_id,
+            op,
+            origin,
             now_ms,
         }])
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use tokenim_core::clock::now_ms;
 use tokenim_core::{Error, Limits, Result, perms, validate};
 use tokenim_proto::*;
-use tokenim_store::{ConvMeta, Member, Op, Store};
+use tokenim_store::{Author, ConvMeta, Member, Op, Store};
 
 use crate::delivery::fanout::Fanout;
 use crate::delivery::outbox::{Priority, shared};
@@ -84,11 +84,12 @@ impl Conversations {
                         return Err(Error::not_found(format!("no such user {m}")));
                     }
                 }
-                let meta = self
+                let (meta, _) = self
                     .store
                     .create_group(tokenim_store::NewGroup {
+                        conv_id: None,
                         owner: a.user_id.clone(),
-                        owner_device: a.device_id.clone(),
+                        by: Author::device(&a.user_id, &a.device_id),
                         title,
                         members,
                         now_ms: now_ms(),
@@ -112,20 +113,31 @@ impl Conversations {
         if self.store.is_blocked(&peer, &a.user_id).await? {
             return Err(Error::forbidden("this user does not accept your messages"));
         }
-        let (meta, created) = self.store.open_direct(&a.user_id, &peer, now_ms()).await?;
+        let (meta, created) = self
+            .store
+            .open_direct(&a.user_id, &peer, None, now_ms())
+            .await?;
         let conv = self.get(a, &meta.conv_id).await?;
         if created {
-            for u in [&a.user_id, &peer] {
-                let (m2, mine) = self.membership(&meta.conv_id, u).await?;
-                let obj = views::conversation(self.store.as_ref(), &m2, &mine).await?;
-                let f = shared(&ServerFrame::ConvAdded { conversation: obj });
-                self.fanout.to_user(u, a.conn, Priority::Event, &f);
-                if a.user_id == peer {
-                    break;
-                }
-            }
+            self.announce_direct(&meta.conv_id, [&a.user_id, &peer], a.conn)
+                .await?;
         }
         Ok((conv, created))
+    }
+
+    /// `conv_added` of a new direct conversation to its users' sockets but
+    /// `origin`.
+    async fn announce_direct(&self, conv_id: &str, users: [&String; 2], origin: u64) -> Result<()> {
+        for u in users {
+            let (m2, mine) = self.membership(conv_id, u).await?;
+            let obj = views::conversation(self.store.as_ref(), &m2, &mine).await?;
+            let f = shared(&ServerFrame::ConvAdded { conversation: obj });
+            self.fanout.to_user(u, origin, Priority::Event, &f);
+            if users[0] == users[1] {
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub async fn list(&self, a: &Actor) -> Result<ConversationList> {
@@ -233,4 +245,259 @@ impl Conversations {
             .await?
             .ok_or_else(|| Error::not_found("no such member"))
     }
+}
+
+/// The author of the app backend's writes made without a user (I-9),
+/// whose `client_msg_id`s are deduplicated under the API key's name in a
+/// space of their own: `#name` (`#` is in no user ID), or for a name too
+/// long for the 64-byte key column, `~` and a digest of it.
+pub fn backend(key_name: &str) -> Author {
+    use sha2::Digest;
+    let dedup_key = if key_name.len() < 64 {
+        format!("#{key_name}")
+    } else {
+        let d = sha2::Sha256::digest(key_name.as_bytes());
+        let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+        format!("~{}", &hex[..63])
+    };
+    Author::System { dedup_key }
+}
+
+/// A conversation ID the backend chooses: the user ID rules (1-64 of
+/// `[A-Za-z0-9_.:-]`), `c_` being the server's own (I1.4).
+fn chosen_conv_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if !ok {
+        return Err(Error::bad_request(
+            "conv_id must be 1-64 of A-Z a-z 0-9 _ . : -",
+        ));
+    }
+    if id.starts_with("c_") {
+        return Err(Error::bad_request(
+            "conv_id c_... is reserved for the server's own",
+        ));
+    }
+    Ok(())
+}
+
+/// The server API (PROTOCOL-INTEGRATION I1.4): the app's backend creates
+/// conversations and changes their members, with none of a user's roles
+/// (I-10), and its events carry no `by` (I-9).
+impl Conversations {
+    /// Creates a conversation (`true`), or answers the one that exists
+    /// (I-8).
+    pub async fn server_create(
+        &self,
+        key: &str,
+        req: ServerCreateConversation,
+    ) -> Result<(ServerConversation, bool)> {
+        let (meta, created) = match req {
+            ServerCreateConversation::Direct { members, conv_id } => {
+                self.server_direct(members, conv_id).await?
+            }
+            ServerCreateConversation::Group {
+                title,
+                owner,
+                members,
+                conv_id,
+            } => {
+                self.server_group(key, title, owner, members, conv_id)
+                    .await?
+            }
+        };
+        Ok((self.server_view(&meta).await?, created))
+    }
+
+    async fn server_direct(
+        &self,
+        members: Vec<String>,
+        conv_id: Option<String>,
+    ) -> Result<(ConvMeta, bool)> {
+        if let Some(id) = &conv_id {
+            chosen_conv_id(id)?;
+        }
+        let [a, b] = <[String; 2]>::try_from(members)
+            .map_err(|_| Error::bad_request("a direct conversation has exactly two members"))?;
+        validate::opaque_id("user_id", &a)?;
+        validate::opaque_id("user_id", &b)?;
+        let exists = match &conv_id {
+            Some(id) => self.store.conv(id).await?.is_some(),
+            None => false,
+        };
+        // An existing ID is answered (or refused) by the store whatever
+        // the users' state: a repeated request gets what the first made.
+        if !exists {
+            for u in [&a, &b] {
+                if !self.usable(u).await? && !self.has_direct(u, &a, &b).await? {
+                    return Err(Error::forbidden(format!("user {u} is deactivated")));
+                }
+            }
+        }
+        let (meta, created) = self
+            .store
+            .open_direct(&a, &b, conv_id.as_deref(), now_ms())
+            .await?;
+        if created {
+            self.announce_direct(&meta.conv_id, [&a, &b], 0).await?;
+        }
+        Ok((meta, created))
+    }
+
+    async fn server_group(
+        &self,
+        key: &str,
+        title: Option<String>,
+        owner: String,
+        members: Vec<String>,
+        conv_id: Option<String>,
+    ) -> Result<(ConvMeta, bool)> {
+        if let Some(id) = &conv_id {
+            chosen_conv_id(id)?;
+            if let Some(meta) = self.store.conv(id).await? {
+                if meta.ty != ConvType::Group {
+                    return Err(Error::conflict("conv_id is taken by a direct conversation"));
+                }
+                return Ok((meta, false));
+            }
+        }
+        if let Some(t) = &title {
+            validate::title(t)?;
+        }
+        validate::opaque_id("owner", &owner)?;
+        let mut members = validate::user_ids(&members)?;
+        members.retain(|m| *m != owner);
+        if members.len() as u64 + 1 > self.limits.max_group_members {
+            return Err(Error::forbidden(format!(
+                "a group holds at most {} members",
+                self.limits.max_group_members
+            )));
+        }
+        for u in std::iter::once(&owner).chain(&members) {
+            if !self.usable(u).await? {
+                return Err(Error::forbidden(format!("user {u} is deactivated")));
+            }
+        }
+        let (meta, created) = self
+            .store
+            .create_group(tokenim_store::NewGroup {
+                conv_id,
+                owner,
+                by: backend(key),
+                title,
+                members,
+                now_ms: now_ms(),
+                origin: 0,
+            })
+            .await?;
+        if created {
+            self.metrics.events.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((meta, created))
+    }
+
+    /// The conversation as the server API shows it (`not_found` when none).
+    pub async fn server_get(&self, conv_id: &str) -> Result<ServerConversation> {
+        let meta = self.server_conv(conv_id).await?;
+        self.server_view(&meta).await
+    }
+
+    /// Adds users to a group; users already in it are left out, and a
+    /// request adding nobody new changes nothing (a repeat of an earlier
+    /// one). Answers the conversation.
+    pub async fn server_add(
+        &self,
+        key: &str,
+        conv_id: &str,
+        user_ids: &[String],
+    ) -> Result<ServerConversation> {
+        let user_ids = validate::user_ids(user_ids)?;
+        if user_ids.is_empty() {
+            return Err(Error::bad_request("user_ids is empty"));
+        }
+        let meta = self.server_conv(conv_id).await?;
+        direct_fixed(&meta)?;
+        for u in &user_ids {
+            if !self.usable(u).await? {
+                return Err(Error::forbidden(format!("user {u} is deactivated")));
+            }
+        }
+        let op = Op::AddMembers {
+            user_ids,
+            max_members: self.limits.max_group_members,
+        };
+        match self.server_commit(key, conv_id, op).await {
+            Err(e) if e.code == ErrorCode::Conflict => {}
+            other => other?,
+        }
+        self.server_get(conv_id).await
+    }
+
+    /// Removes a member from a group; the owner only once alone (I-10).
+    pub async fn server_remove(&self, key: &str, conv_id: &str, user_id: &str) -> Result<()> {
+        validate::opaque_id("user_id", user_id)?;
+        let meta = self.server_conv(conv_id).await?;
+        direct_fixed(&meta)?;
+        let op = Op::Remove {
+            user_id: user_id.to_owned(),
+        };
+        self.server_commit(key, conv_id, op).await
+    }
+
+    async fn server_commit(&self, key: &str, conv_id: &str, op: Op) -> Result<()> {
+        let fut = self
+            .commits
+            .queue_by(backend(key), 0, conv_id, None, op, now_ms());
+        self.commits.finish(fut).await.map(|_| ())
+    }
+
+    /// The conversation, for the backend (no membership involved).
+    pub async fn server_conv(&self, conv_id: &str) -> Result<ConvMeta> {
+        validate::opaque_id("conv_id", conv_id)?;
+        self.store
+            .conv(conv_id)
+            .await?
+            .ok_or_else(Error::no_conversation)
+    }
+
+    async fn server_view(&self, meta: &ConvMeta) -> Result<ServerConversation> {
+        views::server_conversation(self.store.as_ref(), meta).await
+    }
+
+    /// Whether `user_id` exists and may be added (`not_found` when there
+    /// is no such user; `false` when deactivated, I-4).
+    pub async fn usable(&self, user_id: &str) -> Result<bool> {
+        let user = self
+            .store
+            .user(user_id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no such user {user_id}")))?;
+        // PENDING: `Ok(!user.deactivated)` once the store's `User` has it.
+        let _ = user;
+        Ok(true)
+    }
+
+    /// Whether the direct conversation of `a` and `b` exists (read from
+    /// `user`'s conversations: only asked about a deactivated user).
+    async fn has_direct(&self, user: &str, a: &str, b: &str) -> Result<bool> {
+        let pair = if a <= b { (a, b) } else { (b, a) };
+        Ok(self.store.user_convs(user).await?.iter().any(|(c, _)| {
+            c.pair
+                .as_ref()
+                .is_some_and(|(x, y)| (x.as_str(), y.as_str()) == pair)
+        }))
+    }
+}
+
+/// A direct conversation's members never change (I-10).
+fn direct_fixed(meta: &ConvMeta) -> Result<()> {
+    if meta.ty == ConvType::Direct {
+        return Err(Error::forbidden(
+            "the members of a direct conversation cannot change",
+        ));
+    }
+    Ok(())
 }

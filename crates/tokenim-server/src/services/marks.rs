@@ -101,8 +101,8 @@ impl Marks {
         let events = self.store.events(conv_id, from, seq, 1000).await?;
         let senders: HashSet<&str> = events
             .iter()
-            .filter(|e| e.kind == EventKind::Message && e.sender != a.user_id)
-            .map(|e| e.sender.as_str())
+            .filter(|e| e.kind == EventKind::Message && !e.sent_by(&a.user_id))
+            .filter_map(|e| e.sender.as_deref())
             .collect();
         if senders.is_empty() {
             return Ok(());
@@ -208,7 +208,7 @@ impl Marks {
             .await?;
         let (mut read_by, mut unread_by) = (Vec::new(), Vec::new());
         for m in members {
-            if m.user_id == ev.sender {
+            if ev.sent_by(&m.user_id) {
                 continue;
             }
             if m.read_seq >= seq {

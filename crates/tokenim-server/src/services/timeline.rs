@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use tokenim_core::clock::now_ms;
 use tokenim_core::timeline::{self as rules, Facts, Request, Target};
-use tokenim_core::{Limits, Result, validate};
-use tokenim_proto::EventPage;
-use tokenim_store::{AppendFuture, DedupRecord, Op, RequestKind, Store};
+use tokenim_core::{Error, Limits, Result, validate};
+use tokenim_proto::{EventPage, ServerPostMessage};
+use tokenim_store::{AppendFuture, Author, ConvMeta, DedupRecord, Op, RequestKind, Store};
 
 use crate::services::Actor;
 use crate::services::commits::Commits;
-use crate::services::conversations::Conversations;
+use crate::services::conversations::{Conversations, backend};
 use crate::services::rate::RateLimits;
 use crate::views::facts;
 
@@ -139,7 +139,7 @@ impl Timeline {
                     .pop()
                     .map(|e| Target {
                         kind: e.kind,
-                        mine: e.sender == a.user_id,
+                        mine: e.sent_by(&a.user_id),
                         ts: e.ts,
                     });
             }
@@ -196,6 +196,82 @@ impl Timeline {
         limit: u64,
     ) -> Result<EventPage> {
         let (meta, _) = self.convs.membership(conv_id, &a.user_id).await?;
+        self.page(&meta, after, before, limit).await
+    }
+
+    /// History for the app's backend: as [`Timeline::history`], for any
+    /// conversation (I1.4).
+    pub async fn server_history(
+        &self,
+        conv_id: &str,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: u64,
+    ) -> Result<EventPage> {
+        let meta = self.convs.server_conv(conv_id).await?;
+        self.page(&meta, after, before, limit).await
+    }
+
+    /// A message from the app's backend (I1.4): member `as`'s, deduplicated
+    /// with their own sends, or without it a system message deduplicated
+    /// under the API key `key`. The content is checked as a user's; roles,
+    /// mutes, `only_admins_send`, blocks and rate limits are not (I-10).
+    pub async fn server_post(
+        &self,
+        key: &str,
+        conv_id: &str,
+        req: ServerPostMessage,
+    ) -> Result<Acked> {
+        validate::opaque_id("conv_id", conv_id)?;
+        let cmid = req.client_msg_id;
+        validate::client_msg_id(&cmid)?;
+        let content = validate::content(&req.content, self.limits.max_content_bytes)?;
+        let actor = match &req.as_user {
+            Some(u) => {
+                validate::opaque_id("as", u)?;
+                Author::User {
+                    user_id: u.clone(),
+                    device_id: None,
+                }
+            }
+            None => backend(key),
+        };
+        let p = match self.store.dedup(actor.dedup_key(), &cmid).await? {
+            Some(d) => {
+                rules::repeat(d.conv_id == conv_id, d.kind == RequestKind::Send)?;
+                Prepared::Repeat(d)
+            }
+            None => {
+                self.convs.server_conv(conv_id).await?;
+                if let Some(u) = actor.user() {
+                    if self.store.member(conv_id, u).await?.is_none() {
+                        return Err(Error::forbidden(format!("{u} is not a member")));
+                    }
+                    if !self.convs.usable(u).await? {
+                        return Err(Error::forbidden(format!("user {u} is deactivated")));
+                    }
+                }
+                Prepared::Queued(self.commits.queue_by(
+                    actor,
+                    0,
+                    conv_id,
+                    Some(cmid.clone()),
+                    Op::Message { content },
+                    now_ms(),
+                ))
+            }
+        };
+        self.complete(conv_id, &cmid, p).await
+    }
+
+    async fn page(
+        &self,
+        meta: &ConvMeta,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: u64,
+    ) -> Result<EventPage> {
+        let conv_id = meta.conv_id.as_str();
         let p = rules::history_page(after, before, limit, meta.last_seq)?;
         let events = if p.to == 0 || p.from > p.to {
             Vec::new()

@@ -213,18 +213,26 @@ impl Store for EmbeddedStore {
             .is_some_and(|s| s.contains(blocked)))
     }
 
-    async fn open_direct(&self, a: &str, b: &str, now_ms: i64) -> StoreResult<(ConvMeta, bool)> {
+    async fn open_direct(
+        &self,
+        a: &str,
+        b: &str,
+        conv_id: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<(ConvMeta, bool)> {
         let (a, b) = (a.to_owned(), b.to_owned());
+        let conv_id = conv_id.map(str::to_owned);
         self.submit(|r| Job::OpenDirect {
             a,
             b,
+            conv_id,
             now_ms,
             reply: r,
         })
         .await
     }
 
-    async fn create_group(&self, req: NewGroup) -> StoreResult<ConvMeta> {
+    async fn create_group(&self, req: NewGroup) -> StoreResult<(ConvMeta, bool)> {
         self.submit(|r| Job::CreateGroup(req, r)).await
     }
 

@@ -35,10 +35,11 @@ pub(crate) enum Job {
     OpenDirect {
         a: String,
         b: String,
+        conv_id: Option<String>,
         now_ms: i64,
         reply: Reply<(ConvMeta, bool)>,
     },
-    CreateGroup(NewGroup, Reply<ConvMeta>),
+    CreateGroup(NewGroup, Reply<(ConvMeta, bool)>),
     SetMute(String, String, Option<i64>, Reply<()>),
     SetRead(String, String, u64, Reply<Option<u64>>),
     Append(Vec<Append>, Reply<Vec<StoreResult<AppendOutcome>>>),
@@ -315,16 +316,24 @@ impl Writer {
             Job::OpenDirect {
                 a,
                 b: peer,
+                conv_id,
                 now_ms,
                 reply,
             } => {
                 let pair = if a <= peer { (a, peer) } else { (peer, a) };
-                if let Some(id) = self.work.direct.get(&pair) {
-                    let meta = self.work.convs[id].meta.clone();
-                    b.pending.push(hold(reply, Ok((meta, false))));
+                let found = self
+                    .work
+                    .direct
+                    .get(&pair)
+                    .or(conv_id.as_ref())
+                    .and_then(|id| self.work.convs.get(id));
+                if let Some(c) = found {
+                    let res = rules::existing_direct(&c.meta, &pair, conv_id.as_deref())
+                        .map(|()| (c.meta.clone(), false));
+                    b.pending.push(hold(reply, res));
                     return;
                 }
-                let meta = rules::new_direct(pair.clone(), now_ms);
+                let meta = rules::new_direct(pair.clone(), conv_id.as_deref(), now_ms);
                 self.change(b, Change::Conv(meta.clone()));
                 for u in [&pair.0, &pair.1] {
                     let m = rules::new_member(u, Role::Member, 0, 0);
@@ -333,7 +342,12 @@ impl Writer {
                 b.pending.push(hold(reply, Ok((meta, true))));
             }
             Job::CreateGroup(g, r) => {
-                let conv_id = ids::conv_id(g.now_ms);
+                let conv_id = g.conv_id.unwrap_or_else(|| ids::conv_id(g.now_ms));
+                if let Some(c) = self.work.convs.get(&conv_id) {
+                    let res = rules::existing_group(&c.meta).map(|()| (c.meta.clone(), false));
+                    b.pending.push(hold(r, res));
+                    return;
+                }
                 let meta = rules::new_group(conv_id.clone(), g.title.clone(), g.now_ms);
                 self.change(b, Change::Conv(meta));
                 let mut all = vec![g.owner.clone()];
@@ -343,8 +357,7 @@ impl Writer {
                         b,
                         Append {
                             conv_id: conv_id.clone(),
-                            actor: g.owner.clone(),
-                            actor_device: g.owner_device.clone(),
+                            actor: g.by,
                             client_msg_id: None,
                             op: Op::AddMembers {
                                 user_ids: all,
@@ -355,7 +368,7 @@ impl Writer {
                         },
                         true,
                     )
-                    .map(|_| self.work.convs[&conv_id].meta.clone());
+                    .map(|_| (self.work.convs[&conv_id].meta.clone(), true));
                 b.pending.push(hold(r, res));
             }
             Job::SetMute(conv, user, until, r) => {
@@ -459,7 +472,7 @@ impl Writer {
     fn append(&mut self, b: &mut Batch, a: Append, creating: bool) -> StoreResult<AppendOutcome> {
         if let Some(cmid) = &a.client_msg_id
             && a.request_kind().is_some()
-            && let Some(out) = rules::repeat(&a, self.dedup(b, &a.actor, cmid)?)
+            && let Some(out) = rules::repeat(&a, self.dedup(b, a.actor.dedup_key(), cmid)?)
         {
             return out;
         }
@@ -517,8 +530,10 @@ impl Writer {
             self.change(b, c);
         }
         // Sending a message moves the sender's read marker to it.
-        if event.kind == EventKind::Message {
-            self.set_read(b, &a.conv_id, &a.actor, seq)?;
+        if event.kind == EventKind::Message
+            && let Some(user) = a.actor.user()
+        {
+            self.set_read(b, &a.conv_id, user, seq)?;
         }
         b.committed.push(Committed {
             event: event.clone(),

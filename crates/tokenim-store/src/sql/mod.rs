@@ -796,47 +796,69 @@ impl Store for SqlStore {
         Ok(self.row(sql, &[blocker, blocked]).await?.is_some())
     }
 
-    async fn open_direct(&self, a: &str, b: &str, now_ms: i64) -> StoreResult<(ConvMeta, bool)> {
+    async fn open_direct(
+        &self,
+        a: &str,
+        b: &str,
+        conv_id: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<(ConvMeta, bool)> {
         let (x, y) = if a <= b { (a, b) } else { (b, a) };
-        let find = format!(
+        let pair = (x.to_owned(), y.to_owned());
+        let by_pair = format!(
             "SELECT {CONV_COLS}, e.body FROM convs c {LAST_EVENT} \
              WHERE c.pair_a = ? AND c.pair_b = ?"
         );
-        if let Some(r) = self.row(&find, &[x, y]).await? {
-            return Ok((conv_from_row(&r, 0, true)?, false));
+        // A lost race (another node created the pair or took the ID
+        // between the reads and the insert) is decided on the next round,
+        // which sees the winner.
+        for _ in 0..3 {
+            let found = match self.row(&by_pair, &[x, y]).await? {
+                Some(r) => Some(conv_from_row(&r, 0, true)?),
+                None => match conv_id {
+                    Some(id) => self.fetch_conv(id).await?,
+                    None => None,
+                },
+            };
+            if let Some(meta) = found {
+                rules::existing_direct(&meta, &pair, conv_id)?;
+                return Ok((meta, false));
+            }
+            let meta = rules::new_direct(pair.clone(), conv_id, now_ms);
+            let mut tx = self.pool.begin().await.map_err(engine)?;
+            if !writer::insert_conv(self.d, &mut tx, &meta).await? {
+                tx.rollback().await.map_err(engine)?;
+                continue;
+            }
+            let mut users = vec![x];
+            if y != x {
+                users.push(y);
+            }
+            let members: Vec<Member> = users
+                .iter()
+                .map(|u| crate::rules::new_member(u, Role::Member, 0, 0))
+                .collect();
+            writer::put_members(self.d, &mut tx, &meta.conv_id, &members).await?;
+            tx.commit().await.map_err(engine)?;
+            return Ok((meta, true));
         }
-        let meta = rules::new_direct((x.to_owned(), y.to_owned()), now_ms);
-        let mut tx = self.pool.begin().await.map_err(engine)?;
-        let inserted = writer::insert_conv(self.d, &mut tx, &meta, true).await?;
-        if !inserted {
-            // Another node opened it first.
-            tx.rollback().await.map_err(engine)?;
-            let r = self.row(&find, &[x, y]).await?;
-            let r = r.ok_or_else(|| engine("the direct conversation vanished"))?;
-            return Ok((conv_from_row(&r, 0, true)?, false));
-        }
-        let mut users = vec![x];
-        if y != x {
-            users.push(y);
-        }
-        let members: Vec<Member> = users
-            .iter()
-            .map(|u| crate::rules::new_member(u, Role::Member, 0, 0))
-            .collect();
-        writer::put_members(self.d, &mut tx, &meta.conv_id, &members).await?;
-        tx.commit().await.map_err(engine)?;
-        Ok((meta, true))
+        Err(engine("the direct conversation kept changing"))
     }
 
-    async fn create_group(&self, req: NewGroup) -> StoreResult<ConvMeta> {
-        let conv_id = ids::conv_id(req.now_ms);
+    async fn create_group(&self, req: NewGroup) -> StoreResult<(ConvMeta, bool)> {
+        if let Some(id) = &req.conv_id
+            && let Some(meta) = self.fetch_conv(id).await?
+        {
+            rules::existing_group(&meta)?;
+            return Ok((meta, false));
+        }
+        let conv_id = req.conv_id.unwrap_or_else(|| ids::conv_id(req.now_ms));
         let meta = rules::new_group(conv_id.clone(), req.title.clone(), req.now_ms);
         let mut all = vec![req.owner.clone()];
         all.extend(req.members.iter().filter(|m| **m != req.owner).cloned());
         let append = Append {
             conv_id: conv_id.clone(),
-            actor: req.owner.clone(),
-            actor_device: req.owner_device.clone(),
+            actor: req.by,
             client_msg_id: None,
             op: Op::AddMembers {
                 user_ids: all,
@@ -846,11 +868,23 @@ impl Store for SqlStore {
             now_ms: req.now_ms,
         };
         let mut out = self.run_job(&conv_id, vec![append], Some(meta)).await?;
-        out.pop()
-            .unwrap_or_else(|| Err(engine("no result for the group")))?;
-        self.conv(&conv_id)
+        let taken = match out.pop() {
+            Some(Ok(_)) => false,
+            Some(Err(StoreError::Rejected(e))) if e.code == tokenim_proto::ErrorCode::Conflict => {
+                true
+            }
+            Some(Err(e)) => return Err(e),
+            None => return Err(engine("no result for the group")),
+        };
+        // Created here, or by another request since the read above.
+        let meta = self
+            .fetch_conv(&conv_id)
             .await?
-            .ok_or_else(|| engine("the new group is missing"))
+            .ok_or_else(|| engine("the new group is missing"))?;
+        if taken {
+            rules::existing_group(&meta)?;
+        }
+        Ok((meta, !taken))
     }
 
     async fn conv(&self, conv_id: &str) -> StoreResult<Option<ConvMeta>> {

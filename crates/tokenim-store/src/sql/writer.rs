@@ -30,7 +30,8 @@ const ATTEMPTS: usize = 8;
 
 pub(crate) struct Job {
     pub reqs: Vec<Append>,
-    /// A new group: its row is inserted in the same transaction.
+    /// A new group: its row is inserted in the same transaction. When its
+    /// ID is taken, the job's requests are answered [`taken`] unapplied.
     pub create: Option<ConvMeta>,
     pub reply: oneshot::Sender<StoreResult<Vec<StoreResult<AppendOutcome>>>>,
 }
@@ -109,23 +110,20 @@ fn bind_conv<'q>(
         .bind(ver)
 }
 
-/// Inserts a conversation row; `false` when `ignore_taken` and a direct
-/// conversation of the same pair exists.
+/// Inserts a conversation row; `false` (nothing written) when its
+/// `conv_id` or its direct pair is taken.
 pub(crate) async fn insert_conv(
     d: Dialect,
     tx: &mut Transaction<'static, Any>,
     meta: &ConvMeta,
-    ignore_taken: bool,
 ) -> StoreResult<bool> {
-    let cols = &CONV_TABLE_COLS;
-    let sql = if ignore_taken {
-        d.upsert("convs", cols, &["pair_a", "pair_b"], &[], 1)
-    } else {
-        d.sql(&format!(
-            "INSERT INTO convs ({}) VALUES ({})",
-            cols.join(", "),
-            marks(cols.len())
-        ))
+    let cols = CONV_TABLE_COLS.join(", ");
+    let values = marks(CONV_TABLE_COLS.len());
+    let sql = match d {
+        Dialect::Postgres => d.sql(&format!(
+            "INSERT INTO convs ({cols}) VALUES ({values}) ON CONFLICT DO NOTHING"
+        )),
+        Dialect::MySql => format!("INSERT IGNORE INTO convs ({cols}) VALUES ({values})"),
     };
     let done = bind_conv(sqlx::query(&sql), meta, 0)
         .execute(&mut **tx)
@@ -284,26 +282,32 @@ impl Shard {
     async fn attempt(&self, jobs: &[Job]) -> Result<Answers, Failure> {
         let mut tx = self.pool.begin().await.map_err(Failure::of)?;
         let mut w = Work::default();
-        let creating: HashSet<&str> = jobs
-            .iter()
-            .filter_map(|j| j.create.as_ref().map(|m| m.conv_id.as_str()))
-            .collect();
-        for j in jobs {
+        // Jobs whose group was created here (a taken ID creates nothing).
+        let mut created = vec![false; jobs.len()];
+        for (i, j) in jobs.iter().enumerate() {
             if let Some(meta) = &j.create {
-                insert_conv(self.d, &mut tx, meta, false)
+                created[i] = insert_conv(self.d, &mut tx, meta)
                     .await
                     .map_err(Failure::store)?;
             }
         }
+        let creating: HashSet<&str> = jobs
+            .iter()
+            .zip(&created)
+            .filter(|(_, c)| **c)
+            .filter_map(|(j, _)| j.create.as_ref().map(|m| m.conv_id.as_str()))
+            .collect();
         self.load(&mut tx, jobs, &creating, &mut w)
             .await
             .map_err(Failure::of)?;
         let mut answers = Vec::with_capacity(jobs.len());
-        for j in jobs {
-            let creating = j.create.is_some();
+        for (j, created) in jobs.iter().zip(created) {
             let mut out = Vec::with_capacity(j.reqs.len());
             for a in &j.reqs {
-                out.push(apply(&mut w, a.clone(), creating));
+                out.push(match (&j.create, created) {
+                    (Some(_), false) => Err(taken()),
+                    (create, _) => apply(&mut w, a.clone(), create.is_some()),
+                });
             }
             answers.push(out);
         }
@@ -388,7 +392,7 @@ impl Shard {
         // Dedup records of the requests that carry a client_msg_id.
         let keys: BTreeSet<(&str, &str)> = reqs()
             .filter(|a| a.request_kind().is_some())
-            .filter_map(|a| Some((a.actor.as_str(), a.client_msg_id.as_deref()?)))
+            .filter_map(|a| Some((a.actor.dedup_key(), a.client_msg_id.as_deref()?)))
             .collect();
         let keys: Vec<_> = keys.into_iter().collect();
         for chunk in keys.chunks(CHUNK) {
@@ -415,7 +419,9 @@ impl Shard {
             if creating.contains(a.conv_id.as_str()) {
                 continue;
             }
-            pairs.insert((&a.conv_id, &a.actor));
+            if let Some(user) = a.actor.user() {
+                pairs.insert((&a.conv_id, user));
+            }
             match &a.op {
                 Op::Remove { user_id } | Op::SetRole { user_id, .. } => {
                     pairs.insert((&a.conv_id, user_id));
@@ -612,6 +618,12 @@ impl Failure {
     }
 }
 
+/// The answer to the requests of a job whose group ID was taken: the
+/// caller reads what holds the ID.
+pub(crate) fn taken() -> StoreError {
+    Error::conflict("conv_id is taken").into()
+}
+
 fn decode(e: StoreError) -> sqlx::Error {
     sqlx::Error::Decode(e.to_string().into())
 }
@@ -652,7 +664,12 @@ impl rules::View for View<'_> {
 fn apply(w: &mut Work, a: Append, creating: bool) -> StoreResult<AppendOutcome> {
     if let Some(cmid) = &a.client_msg_id
         && a.request_kind().is_some()
-        && let Some(out) = rules::repeat(&a, w.dedup.get(&(a.actor.clone(), cmid.clone())).cloned())
+        && let Some(out) = rules::repeat(
+            &a,
+            w.dedup
+                .get(&(a.actor.dedup_key().to_owned(), cmid.clone()))
+                .cloned(),
+        )
     {
         return out;
     }
@@ -714,8 +731,10 @@ fn apply(w: &mut Work, a: Append, creating: bool) -> StoreResult<AppendOutcome> 
         w.dirty_members.insert(k);
     }
     // Sending a message moves the sender's read marker to it.
-    if event.kind == EventKind::Message {
-        set_read(w, &a.conv_id, &a.actor, seq, count);
+    if event.kind == EventKind::Message
+        && let Some(user) = a.actor.user()
+    {
+        set_read(w, &a.conv_id, user, seq, count);
     }
     let event = Arc::new(event);
     w.committed.push(Committed {

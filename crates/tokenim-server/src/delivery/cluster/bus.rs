@@ -150,8 +150,9 @@ mod tests {
             seq: 3,
             msg_id: "m_1".into(),
             ts: 9,
-            sender: "u_1".into(),
-            sender_device: "d".into(),
+            sender: Some("u_1".into()),
+            sender_device: Some("d".into()),
+            system: false,
             kind: EventKind::Message,
             client_msg_id: Some("x".into()),
             content: Some(

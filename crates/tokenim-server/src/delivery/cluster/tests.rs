@@ -417,10 +417,11 @@ async fn out_of_order_events_reach_sockets_in_order_without_gaps() {
         .unwrap();
     let ids: Vec<String> = users.into_iter().map(|u| u.unwrap().user_id).collect();
     let (alice, bob) = (&ids[0], &ids[1]);
-    let meta = store
+    let (meta, _) = store
         .create_group(tokenim_store::NewGroup {
+            conv_id: None,
             owner: alice.clone(),
-            owner_device: "d".into(),
+            by: tokenim_store::Author::device(alice, "d"),
             title: None,
             members: vec![bob.clone()],
             now_ms: 1,
@@ -433,8 +434,7 @@ async fn out_of_order_events_reach_sockets_in_order_without_gaps() {
         let r = store
             .append(vec![tokenim_store::Append {
                 conv_id: conv.clone(),
-                actor: alice.clone(),
-                actor_device: "d".into(),
+                actor: tokenim_store::Author::device(alice, "d"),
                 client_msg_id: Some(format!("m{i}")),
                 op: tokenim_store::Op::Message {
                     content: serde_json::value::RawValue::from_string(format!(
