@@ -218,7 +218,9 @@ impl Names {
         let n = s
             .user(user_id)
             .await
-            .map_or_else(|_| user_id.to_owned(), |u| u.username);
+            .ok()
+            .and_then(|u| u.username)
+            .unwrap_or_else(|| user_id.to_owned());
         self.known.insert(user_id.to_owned(), n.clone());
         n
     }

@@ -225,7 +225,7 @@ impl<'a> Names<'a> {
             return n.clone();
         }
         let n = match self.session.user(user_id).await {
-            Ok(u) => u.username,
+            Ok(u) => u.username.unwrap_or_else(|| user_id.to_owned()),
             Err(_) => user_id.to_owned(),
         };
         self.known.insert(user_id.to_owned(), n.clone());

@@ -134,7 +134,8 @@ pub enum StopReason {
     /// [`Messenger::close`] was called, every handle was dropped, or the
     /// [`Updates`] were dropped.
     Closed,
-    /// The server kicked the device (`replaced`, `logged_out`, `revoked`).
+    /// The server kicked the device (`replaced`, `logged_out`, `revoked`,
+    /// `deactivated`).
     Kicked(KickReason),
     /// The token was refused: log in again.
     Unauthorized,

@@ -539,7 +539,7 @@ async fn http_helpers() {
         .unwrap_err();
     assert_eq!(err.code(), Some(tokenim_client::ErrorCode::Unauthorized));
 
-    assert_eq!(alice.me().await.unwrap().username, "alice");
+    assert_eq!(alice.me().await.unwrap().username.as_deref(), Some("alice"));
     assert_eq!(alice.find_user("bob").await.unwrap().user_id, bob.user_id());
     assert!(alice.users_by_name("nobody").await.unwrap().is_empty());
     let direct = alice.create_direct(bob.user_id()).await.unwrap();

@@ -20,6 +20,8 @@ pub struct Limits {
     pub login_rate_per_min: u64,
     pub login_burst: u64,
     pub token_ttl_ms: u64,
+    /// Largest user `metadata`, compact (PROTOCOL-INTEGRATION I1.2).
+    pub user_metadata_bytes: u64,
 }
 
 impl Default for Limits {
@@ -38,6 +40,7 @@ impl Default for Limits {
             login_rate_per_min: 10,
             login_burst: 20,
             token_ttl_ms: 2_592_000_000,
+            user_metadata_bytes: 4096,
         }
     }
 }
@@ -45,7 +48,7 @@ impl Default for Limits {
 impl Limits {
     /// The names of every limit, as used in `[limits]` and
     /// `TOKENIM_LIMITS_<NAME>`.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "max_frame_bytes",
         "max_content_bytes",
         "max_group_members",
@@ -59,6 +62,7 @@ impl Limits {
         "login_rate_per_min",
         "login_burst",
         "token_ttl_ms",
+        "user_metadata_bytes",
     ];
 
     /// Sets one limit by name; `Err` names what was wrong.
@@ -77,6 +81,7 @@ impl Limits {
             "login_rate_per_min" => &mut self.login_rate_per_min,
             "login_burst" => &mut self.login_burst,
             "token_ttl_ms" => &mut self.token_ttl_ms,
+            "user_metadata_bytes" => &mut self.user_metadata_bytes,
             other => return Err(format!("unknown limit {other:?}")),
         };
         *slot = value;

@@ -99,6 +99,22 @@ pub fn client_msg_id(id: &str) -> Result<()> {
 }
 
 /// An opaque ID given by a client (`conv_id`, `user_id`): bounded, printable.
+/// An ID the app chooses (`user_id`, `conv_id`; PROTOCOL-INTEGRATION
+/// I1.2): 1-64 of `[A-Za-z0-9_.:-]`. Whether it may take the server's own
+/// prefix (`u_`, `c_`) is the caller's to say.
+pub fn app_id(what: &str, id: &str) -> Result<()> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+    if !ok {
+        return Err(Error::bad_request(format!(
+            "{what} must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'"
+        )));
+    }
+    Ok(())
+}
+
 pub fn opaque_id(what: &str, id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_ID_BYTES || id.bytes().any(|b| !b.is_ascii_graphic()) {
         return Err(Error::bad_request(format!(

@@ -128,6 +128,8 @@ pub enum KickReason {
     LoggedOut,
     Revoked,
     SlowConsumer,
+    /// The app's backend deactivated the user (PROTOCOL-INTEGRATION I1.2).
+    Deactivated,
 }
 
 /// One conversation in a `sync_result`.

@@ -34,11 +34,26 @@ pub struct SessionCreated {
     pub expires_at: i64,
 }
 
+/// `POST /v1/sessions` with the app's own JWT instead of a password
+/// (PROTOCOL-INTEGRATION I1.3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JwtSession {
+    pub jwt: String,
+    pub device_id: String,
+    pub platform: String,
+}
+
+/// A user as devices see them (PROTOCOL-INTEGRATION I-3): `username` is
+/// `null` for users without one; `deactivated` only appears when true.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
     pub user_id: String,
-    pub username: String,
+    pub username: Option<String>,
     pub display_name: String,
+    #[serde(default)]
+    pub avatar_url: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

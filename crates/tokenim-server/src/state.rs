@@ -82,6 +82,7 @@ impl AppState {
             tokens,
             passwords,
             fanout.clone(),
+            crate::jwt::JwtAuth::from_config(&cfg)?,
         ));
         let contacts = Arc::new(Contacts::new(store.clone(), accounts.clone()));
         let convs = Arc::new(Conversations::new(

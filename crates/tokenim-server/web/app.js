@@ -924,7 +924,10 @@
         if (f.reason === 'slow_consumer') break; // the close follows; reconnect and sync
         S.noReconnect = true;
         if (f.reason === 'replaced') setConn('replaced');
-        else sessionEnded(f.reason === 'revoked' ? 'This device was signed out.' : 'You were signed out.');
+        else sessionEnded({
+          revoked: 'This device was signed out.',
+          deactivated: 'This account was deactivated.',
+        }[f.reason] || 'You were signed out.');
         break;
       case 'error': {
         const p = f.id != null ? S.pending.get(f.id) : null;

@@ -82,6 +82,14 @@ pub trait Store: Send + Sync + 'static {
     async fn create_users(&self, users: Vec<NewUser>) -> StoreResult<Vec<StoreResult<User>>>;
     async fn user(&self, user_id: &str) -> StoreResult<Option<User>>;
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
+    /// Creates or updates the user `put.user_id` ([`PutUser::applied_to`]);
+    /// `true` when created. A username another user has is a `conflict`.
+    async fn put_user(&self, put: PutUser) -> StoreResult<(User, bool)>;
+    /// Marks the user deactivated, deletes all their sessions and drops
+    /// their devices' push registrations, in one write (I1.2); answers the
+    /// deleted session IDs, or `None` if there is no such user. Again on a
+    /// deactivated user: nothing changes, `Some(vec![])`.
+    async fn deactivate_user(&self, user_id: &str) -> StoreResult<Option<Vec<String>>>;
     async fn create_session(&self, session: Session, device: Device) -> StoreResult<()>;
     async fn session(&self, session_id: &str) -> StoreResult<Option<Session>>;
     async fn delete_session(&self, session_id: &str) -> StoreResult<()>;

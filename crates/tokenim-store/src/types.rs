@@ -14,13 +14,105 @@ pub struct NewUser {
     pub now_ms: i64,
 }
 
+/// A user. Users the app's backend makes by ID (PROTOCOL-INTEGRATION I1.2)
+/// may have no username and no password; the fields added for them read
+/// back as absent from records written before they existed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub user_id: String,
-    pub username: String,
+    #[serde(default)]
+    pub username: Option<String>,
     pub display_name: String,
-    pub password_hash: String,
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// The app's own data: compact JSON text of an object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivated: bool,
     pub created_at: i64,
+}
+
+/// One field of a user PUT (I-2): absent keeps it, `null` clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Patch<T> {
+    #[default]
+    Keep,
+    Clear,
+    Set(T),
+}
+
+impl<T: Clone> Patch<T> {
+    /// The field after the patch, from its value before.
+    pub fn apply(&self, old: Option<T>) -> Option<T> {
+        match self {
+            Patch::Keep => old,
+            Patch::Clear => None,
+            Patch::Set(v) => Some(v.clone()),
+        }
+    }
+}
+
+/// Create-or-update of a user by ID (PROTOCOL-INTEGRATION I1.2, I-2), its
+/// fields already validated (the password already hashed).
+#[derive(Debug, Clone)]
+pub struct PutUser {
+    pub user_id: String,
+    pub username: Patch<String>,
+    pub display_name: Patch<String>,
+    pub password_hash: Patch<String>,
+    pub avatar_url: Patch<String>,
+    pub metadata: Patch<String>,
+    pub now_ms: i64,
+}
+
+impl PutUser {
+    /// The user after this PUT, from the one stored (`None`: created), by
+    /// the rules both engines share: a deactivated user is not changed
+    /// (`conflict`, I-4), only existing `u_...` users may be written, a
+    /// password needs a username, and a display name that is absent or
+    /// cleared is the username, else the user ID. Username uniqueness is
+    /// the engine's to check, atomically with the write.
+    pub fn applied_to(&self, old: Option<&User>) -> Result<User, tokenim_core::Error> {
+        use tokenim_core::Error;
+        if let Some(old) = old
+            && old.deactivated
+        {
+            return Err(Error::conflict("the user is deactivated"));
+        }
+        if old.is_none() && self.user_id.starts_with("u_") {
+            return Err(Error::bad_request(
+                "user IDs u_... are the server's own: a PUT cannot create one",
+            ));
+        }
+        let username = self.username.apply(old.and_then(|u| u.username.clone()));
+        let password_hash = self
+            .password_hash
+            .apply(old.and_then(|u| u.password_hash.clone()));
+        if password_hash.is_some() && username.is_none() {
+            return Err(Error::bad_request("a password needs a username"));
+        }
+        let fallback = || username.clone().unwrap_or_else(|| self.user_id.clone());
+        let display_name = match (&self.display_name, old) {
+            (Patch::Set(v), _) => v.clone(),
+            (Patch::Keep, Some(o)) => o.display_name.clone(),
+            _ => fallback(),
+        };
+        Ok(User {
+            user_id: self.user_id.clone(),
+            username,
+            display_name,
+            password_hash,
+            avatar_url: self
+                .avatar_url
+                .apply(old.and_then(|u| u.avatar_url.clone())),
+            metadata: self.metadata.apply(old.and_then(|u| u.metadata.clone())),
+            deactivated: false,
+            created_at: old.map_or(self.now_ms, |u| u.created_at),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

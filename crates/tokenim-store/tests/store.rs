@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use tokenim_store::{Append, AppendOutcome, Author, NewUser, Op, Store};
+use tokenim_store::{Append, AppendOutcome, Author, NewUser, Op, Patch, Store};
 
 fn user(name: &str) -> NewUser {
     NewUser {
@@ -122,6 +122,148 @@ async fn concurrent_appends_are_gap_free_and_survive_reopen() {
         dup.pop().unwrap().unwrap().seq(),
         8,
         "dedup survives a reopen"
+    );
+    store.shutdown().await;
+}
+
+fn put(id: &str) -> tokenim_store::PutUser {
+    tokenim_store::PutUser {
+        user_id: id.into(),
+        username: Patch::Keep,
+        display_name: Patch::Keep,
+        password_hash: Patch::Keep,
+        avatar_url: Patch::Keep,
+        metadata: Patch::Keep,
+        now_ms: 7,
+    }
+}
+
+/// Users of the app's own IDs (PROTOCOL-INTEGRATION I1.2): created once,
+/// updated field by field, usernames unique across both kinds of user
+/// and free again when given up, deactivation that takes sessions and push
+/// registrations in one write; all of it after a reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_by_id_are_upserted_renamed_and_deactivated() {
+    let place = common::Place::new().await;
+    let store: Arc<dyn Store> = place.open().await;
+    let made = store.create_users(vec![user("alice")]).await.unwrap();
+    let alice = made[0].as_ref().unwrap().clone();
+    assert_eq!(alice.username.as_deref(), Some("alice"));
+
+    let (u, created) = store.put_user(put("player:1")).await.unwrap();
+    assert!(created);
+    assert_eq!(
+        (u.display_name.as_str(), u.username.clone()),
+        ("player:1", None)
+    );
+    let (again, created) = store.put_user(put("player:1")).await.unwrap();
+    assert!(!created);
+    assert_eq!(again, u);
+    let taken = store
+        .put_user(tokenim_store::PutUser {
+            username: Patch::Set("alice".into()),
+            ..put("player:1")
+        })
+        .await;
+    assert!(taken.is_err(), "alice is taken");
+    let (u, _) = store
+        .put_user(tokenim_store::PutUser {
+            username: Patch::Set("ana".into()),
+            password_hash: Patch::Set("h".into()),
+            metadata: Patch::Set(r#"{"a":1}"#.into()),
+            ..put("player:1")
+        })
+        .await
+        .unwrap();
+    assert_eq!(u.display_name, "player:1", "a kept display name stays");
+    assert_eq!(
+        store.user_by_name("ana").await.unwrap().unwrap().user_id,
+        "player:1"
+    );
+    // The name moves to another user once given up.
+    store
+        .put_user(tokenim_store::PutUser {
+            username: Patch::Set("ana2".into()),
+            ..put("player:1")
+        })
+        .await
+        .unwrap();
+    assert!(store.user_by_name("ana").await.unwrap().is_none());
+    let (p2, _) = store
+        .put_user(tokenim_store::PutUser {
+            username: Patch::Set("ana".into()),
+            ..put("player:2")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_by_name("ana").await.unwrap().unwrap().user_id,
+        p2.user_id
+    );
+    // Server-made IDs are updated, never created, by a PUT.
+    assert!(store.put_user(put("u_nobody")).await.is_err());
+    let (_, created) = store.put_user(put(&alice.user_id)).await.unwrap();
+    assert!(!created, "an existing u_ user is updated");
+
+    // Two sessions on two devices, one with a push registration.
+    for (s, d) in [("s1", "phone"), ("s2", "web")] {
+        let session = tokenim_store::Session {
+            session_id: s.into(),
+            user_id: "player:1".into(),
+            device_id: d.into(),
+            created_at: 1,
+            expires_at: i64::MAX,
+        };
+        let device = tokenim_store::Device {
+            user_id: "player:1".into(),
+            device_id: d.into(),
+            platform: "ios".into(),
+            last_seen: 1,
+            synced_before: false,
+            push: None,
+        };
+        store.create_session(session, device).await.unwrap();
+    }
+    let target = tokenim_store::PushTarget {
+        provider: "apns".into(),
+        token: "t".into(),
+    };
+    store
+        .set_push_token("player:1", "phone", Some(target))
+        .await
+        .unwrap();
+    let gone = store.deactivate_user("player:1").await.unwrap();
+    assert_eq!(gone, Some(vec!["s1".to_owned(), "s2".to_owned()]));
+    assert_eq!(
+        store.deactivate_user("player:1").await.unwrap(),
+        Some(vec![])
+    );
+    assert_eq!(store.deactivate_user("nobody").await.unwrap(), None);
+    assert!(
+        store.put_user(put("player:1")).await.is_err(),
+        "deactivated"
+    );
+    store.shutdown().await;
+    drop(store);
+
+    let store = place.open().await;
+    let u = store.user("player:1").await.unwrap().unwrap();
+    assert!(u.deactivated);
+    assert_eq!(u.username.as_deref(), Some("ana2"));
+    assert_eq!(u.password_hash.as_deref(), Some("h"));
+    assert_eq!(u.metadata.as_deref(), Some(r#"{"a":1}"#));
+    assert_eq!(u.created_at, 7);
+    assert!(store.session("s1").await.unwrap().is_none());
+    assert!(store.session("s2").await.unwrap().is_none());
+    let phone = store.device("player:1", "phone").await.unwrap().unwrap();
+    assert!(phone.push.is_none(), "push registrations are dropped");
+    assert_eq!(
+        store.user_by_name("ana").await.unwrap().unwrap().user_id,
+        "player:2"
+    );
+    assert_eq!(
+        store.user_by_name("alice").await.unwrap().unwrap().user_id,
+        alice.user_id
     );
     store.shutdown().await;
 }

@@ -81,7 +81,8 @@ async fn accounts_and_sessions() {
     assert_eq!(me.status, 200);
     assert_eq!(
         me.body,
-        json!({"user_id": alice, "username": "alice", "display_name": "alice"})
+        json!({"user_id": alice, "username": "alice", "display_name": "alice",
+               "avatar_url": null})
     );
     let found = a.get("/v1/users?username=alice").await;
     assert_eq!(found.body["users"][0]["user_id"], alice.as_str());

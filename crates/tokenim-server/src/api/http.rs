@@ -158,11 +158,23 @@ async fn create_session(
     let (parts, body) = req.into_parts();
     app.rate.login(client_ip(&app, &parts)).await?;
     let JsonBody(body) =
-        JsonBody::<CreateSession>::from_request(Request::from_parts(parts, body), &app).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(app.accounts.login(body).await?),
-    ))
+        JsonBody::<serde_json::Value>::from_request(Request::from_parts(parts, body), &app).await?;
+    // A password login, or one with the app's JWT (I1.3), never both.
+    let created = if body.get("jwt").is_some() {
+        if body.get("username").is_some() || body.get("password").is_some() {
+            return Err(
+                Error::bad_request("give a jwt or a username and password, not both").into(),
+            );
+        }
+        let req: JwtSession = serde_json::from_value(body)
+            .map_err(|e| Error::bad_request(format!("bad JSON: {e}")))?;
+        app.accounts.login_jwt(req).await?
+    } else {
+        let req: CreateSession = serde_json::from_value(body)
+            .map_err(|e| Error::bad_request(format!("bad JSON: {e}")))?;
+        app.accounts.login(req).await?
+    };
+    Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
 async fn delete_session(State(app): State<Arc<AppState>>, Auth(a): Auth) -> ApiResult<StatusCode> {

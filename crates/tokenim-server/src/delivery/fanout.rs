@@ -66,6 +66,20 @@ impl Fanout {
         }
     }
 
+    /// Kicks every socket of the user, here and on any other node.
+    pub async fn kick_user(&self, user: &str, reason: KickReason) {
+        self.hub.kick(user, None, reason);
+        if let Some(c) = &self.cluster
+            && let Some(devs) = c.live_devices(user).await
+        {
+            for (d, owner) in devs {
+                if c.is_remote(&owner) {
+                    c.publish_kick(&owner, user, &d, reason);
+                }
+            }
+        }
+    }
+
     /// A socket authenticated: registers it here and in the cluster, kicks
     /// the device's older socket (here or on another node) and announces
     /// the user `online` if no device of theirs was.

@@ -80,8 +80,8 @@ impl Conversations {
                     )));
                 }
                 for m in &members {
-                    if self.store.user(m).await?.is_none() {
-                        return Err(Error::not_found(format!("no such user {m}")));
+                    if !self.usable(m).await? {
+                        return Err(Error::forbidden(format!("user {m} is deactivated")));
                     }
                 }
                 let (meta, _) = self
@@ -106,10 +106,11 @@ impl Conversations {
     /// announced with `conv_added` to both users' other sockets.
     async fn open_direct(&self, a: &Actor, peer: String) -> Result<(Conversation, bool)> {
         validate::opaque_id("peer", &peer)?;
-        self.store
-            .user(&peer)
-            .await?
-            .ok_or_else(|| Error::not_found("no such user"))?;
+        // A deactivated user keeps the conversations they had, and gets no
+        // new one (I-4).
+        if !self.usable(&peer).await? && !self.has_direct(&peer, &a.user_id, &peer).await? {
+            return Err(Error::forbidden(format!("user {peer} is deactivated")));
+        }
         if self.store.is_blocked(&peer, &a.user_id).await? {
             return Err(Error::forbidden("this user does not accept your messages"));
         }
@@ -204,8 +205,8 @@ impl Conversations {
                     return Err(Error::bad_request("user_ids is empty"));
                 }
                 for u in user_ids {
-                    if self.store.user(u).await?.is_none() {
-                        return Err(Error::not_found(format!("no such user {u}")));
+                    if !self.usable(u).await? {
+                        return Err(Error::forbidden(format!("user {u} is deactivated")));
                     }
                 }
             }
@@ -263,19 +264,10 @@ pub fn backend(key_name: &str) -> Author {
     Author::System { dedup_key }
 }
 
-/// A conversation ID the backend chooses: the user ID rules (1-64 of
-/// `[A-Za-z0-9_.:-]`), `c_` being the server's own (I1.4).
+/// A conversation ID the backend chooses: the user ID rules, `c_` being
+/// the server's own (I1.4).
 fn chosen_conv_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
-    if !ok {
-        return Err(Error::bad_request(
-            "conv_id must be 1-64 of A-Z a-z 0-9 _ . : -",
-        ));
-    }
+    validate::app_id("conv_id", id)?;
     if id.starts_with("c_") {
         return Err(Error::bad_request(
             "conv_id c_... is reserved for the server's own",
@@ -475,9 +467,7 @@ impl Conversations {
             .user(user_id)
             .await?
             .ok_or_else(|| Error::not_found(format!("no such user {user_id}")))?;
-        // PENDING: `Ok(!user.deactivated)` once the store's `User` has it.
-        let _ = user;
-        Ok(true)
+        Ok(!user.deactivated)
     }
 
     /// Whether the direct conversation of `a` and `b` exists (read from

@@ -113,6 +113,15 @@ impl Store for EmbeddedStore {
             .map(|u| (**u).clone()))
     }
 
+    async fn put_user(&self, put: PutUser) -> StoreResult<(User, bool)> {
+        self.submit(|r| Job::PutUser(put, r)).await
+    }
+
+    async fn deactivate_user(&self, user_id: &str) -> StoreResult<Option<Vec<String>>> {
+        let id = user_id.to_owned();
+        self.submit(|r| Job::DeactivateUser(id, r)).await
+    }
+
     async fn create_session(&self, session: Session, device: Device) -> StoreResult<()> {
         self.submit(|r| Job::CreateSession(session, device, r))
             .await

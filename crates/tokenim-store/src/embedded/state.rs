@@ -107,8 +107,16 @@ impl State {
     pub fn apply(&mut self, c: &Change) {
         match c {
             Change::User(u) => {
-                self.by_name.insert(u.username.clone(), u.user_id.clone());
-                self.users.insert(u.user_id.clone(), u.clone());
+                let before = self.users.insert(u.user_id.clone(), u.clone());
+                if let Some(old) = before.as_ref().and_then(|o| o.username.as_ref())
+                    && u.username.as_ref() != Some(old)
+                    && self.by_name.get(old) == Some(&u.user_id)
+                {
+                    self.by_name.remove(old);
+                }
+                if let Some(name) = &u.username {
+                    self.by_name.insert(name.clone(), u.user_id.clone());
+                }
             }
             Change::Session(s) => {
                 self.sessions.insert(s.session_id.clone(), s.clone());

@@ -20,6 +20,8 @@ const MAX_BATCH: usize = 4096;
 
 pub(crate) enum Job {
     CreateUsers(Vec<NewUser>, Reply<Vec<StoreResult<User>>>),
+    PutUser(PutUser, Reply<(User, bool)>),
+    DeactivateUser(String, Reply<Option<Vec<String>>>),
     CreateSession(Session, Device, Reply<()>),
     DeleteSession(String, Reply<()>),
     RemoveDevice(String, String, Reply<Option<Vec<String>>>),
@@ -224,15 +226,74 @@ impl Writer {
                     }
                     let user = User {
                         user_id: ids::user_id(u.now_ms),
-                        username: u.username,
+                        username: Some(u.username),
                         display_name: u.display_name,
-                        password_hash: u.password_hash,
+                        password_hash: Some(u.password_hash),
+                        avatar_url: None,
+                        metadata: None,
+                        deactivated: false,
                         created_at: u.now_ms,
                     };
                     self.change(b, Change::User(Arc::new(user.clone())));
                     out.push(Ok(user));
                 }
                 b.pending.push(hold(r, Ok(out)));
+            }
+            Job::PutUser(put, r) => {
+                let old = self.work.users.get(&put.user_id).cloned();
+                let user = match put.applied_to(old.as_deref()) {
+                    Ok(u) => u,
+                    Err(e) => return b.pending.push(hold(r, Err(e.into()))),
+                };
+                let taken = user.username.as_ref().is_some_and(|n| {
+                    self.work
+                        .by_name
+                        .get(n)
+                        .is_some_and(|id| *id != user.user_id)
+                });
+                if taken {
+                    let e = Error::conflict("username is taken");
+                    return b.pending.push(hold(r, Err(e.into())));
+                }
+                if old.as_deref() != Some(&user) {
+                    self.change(b, Change::User(Arc::new(user.clone())));
+                }
+                b.pending.push(hold(r, Ok((user, old.is_none()))));
+            }
+            Job::DeactivateUser(user_id, r) => {
+                let Some(old) = self.work.users.get(&user_id).cloned() else {
+                    return b.pending.push(hold(r, Ok(None)));
+                };
+                if !old.deactivated {
+                    let mut u = (*old).clone();
+                    u.deactivated = true;
+                    self.change(b, Change::User(Arc::new(u)));
+                }
+                let mut ids: Vec<String> = self
+                    .work
+                    .sessions
+                    .values()
+                    .filter(|s| s.user_id == user_id)
+                    .map(|s| s.session_id.clone())
+                    .collect();
+                ids.sort();
+                for id in &ids {
+                    self.change(b, Change::DelSession(id.clone()));
+                }
+                let pushed: Vec<Device> = self
+                    .work
+                    .devices
+                    .get(&user_id)
+                    .into_iter()
+                    .flat_map(|m| m.values())
+                    .filter(|d| d.push.is_some())
+                    .cloned()
+                    .collect();
+                for mut d in pushed {
+                    d.push = None;
+                    self.change(b, Change::Device(d));
+                }
+                b.pending.push(hold(r, Ok(Some(ids))));
             }
             Job::CreateSession(s, mut d, r) => {
                 if let Some(old) = self

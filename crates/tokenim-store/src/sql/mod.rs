@@ -243,8 +243,11 @@ fn user_from_row(r: &AnyRow) -> StoreResult<User> {
         user_id: r.try_get(0).map_err(engine)?,
         username: r.try_get(1).map_err(engine)?,
         display_name: text(r, 2)?,
-        password_hash: text(r, 3)?,
+        password_hash: opt_text(r, 3)?,
         created_at: r.try_get(4).map_err(engine)?,
+        avatar_url: opt_text(r, 5)?,
+        metadata: opt_text(r, 6)?,
+        deactivated: r.try_get::<i64, _>(7).map_err(engine)? != 0,
     })
 }
 
@@ -273,8 +276,8 @@ fn device_from_row(r: &AnyRow) -> StoreResult<Device> {
     })
 }
 
-const USER_SELECT: &str =
-    "SELECT user_id, username, display_name, password_hash, created_at FROM users";
+const USER_SELECT: &str = "SELECT user_id, username, display_name, password_hash, created_at, \
+     avatar_url, metadata, deactivated FROM users";
 
 const DEVICE_COLS: &str =
     "user_id, device_id, platform, last_seen, synced_before, push_provider, push_token";
@@ -539,9 +542,12 @@ impl Store for SqlStore {
                 out.len() - 1,
                 User {
                     user_id: ids::user_id(u.now_ms),
-                    username: u.username,
+                    username: Some(u.username),
                     display_name: u.display_name,
-                    password_hash: u.password_hash,
+                    password_hash: Some(u.password_hash),
+                    avatar_url: None,
+                    metadata: None,
+                    deactivated: false,
                     created_at: u.now_ms,
                 },
             ));
@@ -587,7 +593,8 @@ impl Store for SqlStore {
                 owner.insert(name, id);
             }
             for (i, u) in chunk {
-                out[*i] = Some(if owner.get(&u.username) == Some(&u.user_id) {
+                let name = u.username.as_deref().unwrap_or_default();
+                out[*i] = Some(if owner.get(name) == Some(&u.user_id) {
                     Ok(u.clone())
                 } else {
                     Err(Error::conflict("username is taken").into())
@@ -610,6 +617,58 @@ impl Store for SqlStore {
         let sql = format!("{USER_SELECT} WHERE username = ?");
         let r = self.row(&sql, &[username]).await?;
         r.map(|r| user_from_row(&r)).transpose()
+    }
+
+    async fn put_user(&self, put: PutUser) -> StoreResult<(User, bool)> {
+        // Two PUTs creating one ID at once: the second insert fails on the
+        // key and is run again as an update.
+        match self.put_user_once(&put).await {
+            Err(Retry::Again) => match self.put_user_once(&put).await {
+                Err(Retry::Again) => Err(engine("the user changed while it was written")),
+                Err(Retry::Fail(e)) => Err(e),
+                Ok(v) => Ok(v),
+            },
+            Err(Retry::Fail(e)) => Err(e),
+            Ok(v) => Ok(v),
+        }
+    }
+
+    async fn deactivate_user(&self, user_id: &str) -> StoreResult<Option<Vec<String>>> {
+        let mut tx = self.pool.begin().await.map_err(engine)?;
+        let row =
+            sqlx::query(&self.q("SELECT deactivated FROM users WHERE user_id = ? FOR UPDATE"))
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(engine)?;
+        if row.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            &self.q("SELECT session_id FROM sessions WHERE user_id = ? ORDER BY session_id"),
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(engine)?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in rows {
+            ids.push(r.try_get::<String, _>(0).map_err(engine)?);
+        }
+        for sql in [
+            "UPDATE users SET deactivated = 1 WHERE user_id = ?",
+            "DELETE FROM sessions WHERE user_id = ?",
+            "UPDATE devices SET push_provider = NULL, push_token = NULL \
+             WHERE user_id = ? AND push_provider IS NOT NULL",
+        ] {
+            sqlx::query(&self.q(sql))
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(engine)?;
+        }
+        tx.commit().await.map_err(engine)?;
+        Ok(Some(ids))
     }
 
     async fn create_session(&self, session: Session, device: Device) -> StoreResult<()> {
@@ -1184,6 +1243,70 @@ impl SqlStore {
         }
     }
 
+    /// One try of [`Store::put_user`] in a transaction of its own.
+    async fn put_user_once(&self, put: &PutUser) -> Result<(User, bool), Retry> {
+        let mut tx = self.pool.begin().await.map_err(Retry::fail)?;
+        let sql = self.q(&format!("{USER_SELECT} WHERE user_id = ? FOR UPDATE"));
+        let old = sqlx::query(&sql)
+            .bind(&put.user_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(Retry::fail)?
+            .map(|r| user_from_row(&r))
+            .transpose()
+            .map_err(Retry::Fail)?;
+        let user = put
+            .applied_to(old.as_ref())
+            .map_err(|e| Retry::Fail(e.into()))?;
+        if old.as_ref() == Some(&user) {
+            return Ok((user, false));
+        }
+        let q = if old.is_some() {
+            self.q(
+                "UPDATE users SET username = ?, display_name = ?, password_hash = ?, \
+                 avatar_url = ?, metadata = ? WHERE user_id = ?",
+            )
+        } else {
+            self.q(
+                "INSERT INTO users (username, display_name, password_hash, avatar_url, \
+                 metadata, user_id, created_at, deactivated) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+            )
+        };
+        let mut q = sqlx::query(&q)
+            .bind(user.username.clone())
+            .bind(user.display_name.clone())
+            .bind(user.password_hash.clone())
+            .bind(user.avatar_url.clone())
+            .bind(user.metadata.clone())
+            .bind(user.user_id.clone());
+        if old.is_none() {
+            q = q.bind(user.created_at);
+        }
+        match q.execute(&mut *tx).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                let name_taken = match &user.username {
+                    Some(n) => self
+                        .row(&format!("{USER_SELECT} WHERE username = ?"), &[n])
+                        .await
+                        .map_err(Retry::Fail)?
+                        .is_some_and(|r| {
+                            r.try_get::<String, _>(0).ok().as_deref() != Some(&user.user_id)
+                        }),
+                    None => false,
+                };
+                return Err(if name_taken {
+                    Retry::Fail(Error::conflict("username is taken").into())
+                } else {
+                    Retry::Again
+                });
+            }
+            Err(e) => return Err(Retry::fail(e)),
+        }
+        tx.commit().await.map_err(Retry::fail)?;
+        Ok((user, old.is_none()))
+    }
+
     /// One row (or none) of `sql` (`?` placeholders) with text arguments.
     async fn row(&self, sql: &str, args: &[&str]) -> StoreResult<Option<AnyRow>> {
         let sql = self.q(sql);
@@ -1217,6 +1340,18 @@ impl SqlStore {
         }
         q.execute(&self.pool).await.map_err(engine)?;
         Ok(())
+    }
+}
+
+/// Why one try of a write failed: a race worth one more try, or an answer.
+enum Retry {
+    Again,
+    Fail(StoreError),
+}
+
+impl Retry {
+    fn fail(e: impl std::fmt::Display) -> Retry {
+        Retry::Fail(engine(e))
     }
 }
 

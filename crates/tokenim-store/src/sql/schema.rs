@@ -30,24 +30,25 @@ impl Migration {
 }
 
 /// Every migration, oldest first. Append only: never edit a released one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    postgres: &[
-        r#"CREATE TABLE IF NOT EXISTS users (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        postgres: &[
+            r#"CREATE TABLE IF NOT EXISTS users (
             user_id VARCHAR(64) COLLATE "C" PRIMARY KEY,
             username VARCHAR(64) COLLATE "C" NOT NULL UNIQUE,
             display_name TEXT NOT NULL,
             password_hash TEXT NOT NULL,
             created_at BIGINT NOT NULL)"#,
-        r#"CREATE TABLE IF NOT EXISTS sessions (
+            r#"CREATE TABLE IF NOT EXISTS sessions (
             session_id VARCHAR(64) COLLATE "C" PRIMARY KEY,
             user_id VARCHAR(64) COLLATE "C" NOT NULL,
             device_id VARCHAR(64) COLLATE "C" NOT NULL,
             created_at BIGINT NOT NULL,
             expires_at BIGINT NOT NULL)"#,
-        "CREATE INDEX IF NOT EXISTS sessions_device ON sessions (user_id, device_id)",
-        r#"CREATE TABLE IF NOT EXISTS devices (
+            "CREATE INDEX IF NOT EXISTS sessions_device ON sessions (user_id, device_id)",
+            r#"CREATE TABLE IF NOT EXISTS devices (
             user_id VARCHAR(64) COLLATE "C" NOT NULL,
             device_id VARCHAR(64) COLLATE "C" NOT NULL,
             platform VARCHAR(64) NOT NULL,
@@ -56,15 +57,15 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             push_provider VARCHAR(64),
             push_token TEXT,
             PRIMARY KEY (user_id, device_id))"#,
-        r#"CREATE TABLE IF NOT EXISTS contacts (
+            r#"CREATE TABLE IF NOT EXISTS contacts (
             user_id VARCHAR(64) COLLATE "C" NOT NULL,
             other VARCHAR(64) COLLATE "C" NOT NULL,
             PRIMARY KEY (user_id, other))"#,
-        r#"CREATE TABLE IF NOT EXISTS blocks (
+            r#"CREATE TABLE IF NOT EXISTS blocks (
             user_id VARCHAR(64) COLLATE "C" NOT NULL,
             other VARCHAR(64) COLLATE "C" NOT NULL,
             PRIMARY KEY (user_id, other))"#,
-        r#"CREATE TABLE IF NOT EXISTS convs (
+            r#"CREATE TABLE IF NOT EXISTS convs (
             conv_id VARCHAR(64) COLLATE "C" PRIMARY KEY,
             ty VARCHAR(16) NOT NULL,
             title TEXT,
@@ -78,7 +79,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             member_count BIGINT NOT NULL,
             members_ver BIGINT NOT NULL,
             UNIQUE (pair_a, pair_b))"#,
-        r#"CREATE TABLE IF NOT EXISTS members (
+            r#"CREATE TABLE IF NOT EXISTS members (
             conv_id VARCHAR(64) COLLATE "C" NOT NULL,
             user_id VARCHAR(64) COLLATE "C" NOT NULL,
             role VARCHAR(16) NOT NULL,
@@ -87,14 +88,14 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             read_seq BIGINT NOT NULL,
             read_count BIGINT NOT NULL,
             PRIMARY KEY (conv_id, user_id))"#,
-        "CREATE INDEX IF NOT EXISTS members_user ON members (user_id)",
-        r#"CREATE TABLE IF NOT EXISTS events (
+            "CREATE INDEX IF NOT EXISTS members_user ON members (user_id)",
+            r#"CREATE TABLE IF NOT EXISTS events (
             conv_id VARCHAR(64) COLLATE "C" NOT NULL,
             seq BIGINT NOT NULL,
             msg_count BIGINT NOT NULL,
             body TEXT NOT NULL,
             PRIMARY KEY (conv_id, seq))"#,
-        r#"CREATE TABLE IF NOT EXISTS dedup (
+            r#"CREATE TABLE IF NOT EXISTS dedup (
             sender VARCHAR(64) COLLATE "C" NOT NULL,
             client_msg_id VARCHAR(64) COLLATE "C" NOT NULL,
             conv_id VARCHAR(64) COLLATE "C" NOT NULL,
@@ -103,22 +104,22 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             seq BIGINT NOT NULL,
             ts BIGINT NOT NULL,
             PRIMARY KEY (sender, client_msg_id))"#,
-        r#"CREATE TABLE IF NOT EXISTS acks (
+            r#"CREATE TABLE IF NOT EXISTS acks (
             user_id VARCHAR(64) COLLATE "C" NOT NULL,
             device_id VARCHAR(64) COLLATE "C" NOT NULL,
             conv_id VARCHAR(64) COLLATE "C" NOT NULL,
             seq BIGINT NOT NULL,
             PRIMARY KEY (user_id, device_id, conv_id))"#,
-    ],
-    mysql: &[
-        "CREATE TABLE IF NOT EXISTS users (
+        ],
+        mysql: &[
+            "CREATE TABLE IF NOT EXISTS users (
             user_id VARCHAR(64) NOT NULL PRIMARY KEY,
             username VARCHAR(64) NOT NULL UNIQUE,
             display_name TEXT NOT NULL,
             password_hash TEXT NOT NULL,
             created_at BIGINT NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS sessions (
+            "CREATE TABLE IF NOT EXISTS sessions (
             session_id VARCHAR(64) NOT NULL PRIMARY KEY,
             user_id VARCHAR(64) NOT NULL,
             device_id VARCHAR(64) NOT NULL,
@@ -126,7 +127,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             expires_at BIGINT NOT NULL,
             INDEX sessions_device (user_id, device_id)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS devices (
+            "CREATE TABLE IF NOT EXISTS devices (
             user_id VARCHAR(64) NOT NULL,
             device_id VARCHAR(64) NOT NULL,
             platform VARCHAR(64) NOT NULL,
@@ -136,17 +137,17 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             push_token TEXT,
             PRIMARY KEY (user_id, device_id)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS contacts (
+            "CREATE TABLE IF NOT EXISTS contacts (
             user_id VARCHAR(64) NOT NULL,
             other VARCHAR(64) NOT NULL,
             PRIMARY KEY (user_id, other)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS blocks (
+            "CREATE TABLE IF NOT EXISTS blocks (
             user_id VARCHAR(64) NOT NULL,
             other VARCHAR(64) NOT NULL,
             PRIMARY KEY (user_id, other)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS convs (
+            "CREATE TABLE IF NOT EXISTS convs (
             conv_id VARCHAR(64) NOT NULL PRIMARY KEY,
             ty VARCHAR(16) NOT NULL,
             title TEXT,
@@ -161,7 +162,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             members_ver BIGINT NOT NULL,
             UNIQUE KEY convs_pair (pair_a, pair_b)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS members (
+            "CREATE TABLE IF NOT EXISTS members (
             conv_id VARCHAR(64) NOT NULL,
             user_id VARCHAR(64) NOT NULL,
             role VARCHAR(16) NOT NULL,
@@ -172,14 +173,14 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (conv_id, user_id),
             INDEX members_user (user_id)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS events (
+            "CREATE TABLE IF NOT EXISTS events (
             conv_id VARCHAR(64) NOT NULL,
             seq BIGINT NOT NULL,
             msg_count BIGINT NOT NULL,
             body MEDIUMTEXT NOT NULL,
             PRIMARY KEY (conv_id, seq)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS dedup (
+            "CREATE TABLE IF NOT EXISTS dedup (
             sender VARCHAR(64) NOT NULL,
             client_msg_id VARCHAR(64) NOT NULL,
             conv_id VARCHAR(64) NOT NULL,
@@ -189,15 +190,35 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             ts BIGINT NOT NULL,
             PRIMARY KEY (sender, client_msg_id)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        "CREATE TABLE IF NOT EXISTS acks (
+            "CREATE TABLE IF NOT EXISTS acks (
             user_id VARCHAR(64) NOT NULL,
             device_id VARCHAR(64) NOT NULL,
             conv_id VARCHAR(64) NOT NULL,
             seq BIGINT NOT NULL,
             PRIMARY KEY (user_id, device_id, conv_id)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "users of the server API: no username or password needed, avatar, metadata, deactivation",
+        postgres: &[
+            "ALTER TABLE users ALTER COLUMN username DROP NOT NULL",
+            "ALTER TABLE users ALTER COLUMN password_hash DROP NOT NULL",
+            "ALTER TABLE users ADD COLUMN IF NOT EXISTS avatar_url TEXT",
+            "ALTER TABLE users ADD COLUMN IF NOT EXISTS metadata TEXT",
+            "ALTER TABLE users ADD COLUMN IF NOT EXISTS deactivated BIGINT NOT NULL DEFAULT 0",
+        ],
+        // One statement: MySQL applies it whole or not at all, so a failed
+        // migration can be run again.
+        mysql: &["ALTER TABLE users
+            MODIFY username VARCHAR(64) NULL,
+            MODIFY password_hash TEXT NULL,
+            ADD COLUMN avatar_url TEXT NULL,
+            ADD COLUMN metadata TEXT NULL,
+            ADD COLUMN deactivated BIGINT NOT NULL DEFAULT 0"],
+    },
+];
 
 /// The newest schema version this binary knows.
 pub fn latest() -> i64 {
