@@ -41,8 +41,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything `tokenim serve` can be told.
-#[derive(Debug, Clone, Deserialize)]
+/// Everything `tokenim serve` can be told. Its `Debug` hides every secret
+/// (the admin token, the JWT secret, URLs that may carry credentials).
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -85,6 +86,37 @@ pub struct Config {
     /// per-IP login limit); other peers are the client themselves.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub limits: Limits,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<hidden>");
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("log_format", &self.log_format)
+            .field("argon2_memory_kib", &self.argon2_memory_kib)
+            .field("argon2_iterations", &self.argon2_iterations)
+            .field("admin_token", &hidden(&self.admin_token))
+            .field("api_keys", &self.api_keys)
+            .field("registration", &self.registration)
+            .field("cors_origins", &self.cors_origins)
+            .field("auth_jwt_secret", &hidden(&self.auth_jwt_secret))
+            .field("auth_jwt_public_key", &self.auth_jwt_public_key)
+            .field("auth_jwt_jwks_url", &hidden(&self.auth_jwt_jwks_url))
+            .field("auth_jwt_issuer", &self.auth_jwt_issuer)
+            .field("auth_jwt_audience", &self.auth_jwt_audience)
+            .field("database_url", &hidden(&self.database_url))
+            .field("database_pool", &self.database_pool)
+            .field("redis_url", &hidden(&self.redis_url))
+            .field("node_id", &self.node_id)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -350,5 +382,48 @@ mod tests {
         assert_eq!(c.limits.send_burst, 9);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert!(Config::load(None, vec![("TOKENIM_LIMITS_NOPE".into(), "1".into())]).is_err());
+    }
+
+    #[test]
+    fn api_keys_from_env_and_flags_and_no_secret_in_debug() {
+        let env = vec![
+            (
+                "TOKENIM_API_KEYS".to_string(),
+                "shop=s3cret-one,crm=s3cret-two".to_string(),
+            ),
+            (
+                "TOKENIM_AUTH_JWT_SECRET".to_string(),
+                "jwt-s3cret".to_string(),
+            ),
+            (
+                "TOKENIM_ADMIN_TOKEN".to_string(),
+                "adm1n-s3cret".to_string(),
+            ),
+            ("TOKENIM_REGISTRATION".to_string(), "closed".to_string()),
+        ];
+        let mut c = Config::load(None, env).unwrap();
+        c.add_api_key("bot=s3cret-three").unwrap();
+        let names: Vec<String> = c
+            .all_api_keys()
+            .unwrap()
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(names, ["shop", "crm", "bot", "admin"].map(String::from));
+        assert_eq!(c.registration, Registration::Closed);
+        let shown = format!("{c:?}");
+        for secret in [
+            "s3cret-one",
+            "s3cret-two",
+            "s3cret-three",
+            "jwt-s3cret",
+            "adm1n-s3cret",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        // A second key named admin clashes with the admin token (I-1).
+        c.add_api_key("admin=other").unwrap();
+        assert!(c.all_api_keys().is_err());
+        assert!(c.add_api_key("no-equals-sign").is_err());
     }
 }
