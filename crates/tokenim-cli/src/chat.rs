@@ -37,6 +37,7 @@ pub async fn run(a: ChatArgs) -> anyhow::Result<()> {
         device: a.conn.device()?,
         user: a.conn.user.clone(),
         password: a.conn.password.clone(),
+        token: a.conn.token.clone(),
         register: a.register,
         state_dir: super::home().ok(),
     };
@@ -73,6 +74,8 @@ pub struct Start {
     pub device: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// A ready session token: used instead of the password when given.
+    pub token: Option<String>,
     /// Register `user` first.
     pub register: bool,
     /// Where the SDK state (cursors, outbox) is kept; in memory if `None`.
@@ -106,7 +109,25 @@ pub async fn run_ui<B: Backend>(
         (Some(_), Some(_)) => Some(LoginAction::Login),
         _ => None,
     };
+    let mut with_token = None;
+    if let Some(token) = &start.token {
+        form.message = "…".into();
+        draw(terminal, &|f| form.draw(f))?;
+        match with_token_sign_in(&start.client, token, &start.device).await {
+            Ok((s, username)) => {
+                form.username = username;
+                with_token = Some(s);
+            }
+            Err(e) => {
+                form.message = e;
+                attempt = None;
+            }
+        }
+    }
     let session = loop {
+        if let Some(s) = with_token.take() {
+            break s;
+        }
         if let Some(action) = attempt.take() {
             match action {
                 LoginAction::Quit => return Ok(()),
@@ -178,6 +199,27 @@ pub async fn run_ui<B: Backend>(
     }
     let _ = messenger.close().await;
     Ok(())
+}
+
+/// Signs in with a ready token; answers the session and the username. The
+/// message on failure never shows the token.
+async fn with_token_sign_in(
+    client: &Client,
+    token: &str,
+    device: &str,
+) -> Result<(Session, String), String> {
+    let session = client
+        .session_from_token(token, device)
+        .await
+        .map_err(|e| match e.code() {
+            Some(ErrorCode::Unauthorized) => "the token was refused: log in instead".to_owned(),
+            _ => format!("signing in with the token: {e}"),
+        })?;
+    let me = session
+        .me()
+        .await
+        .map_err(|e| format!("signing in with the token: {e}"))?;
+    Ok((session, me.username))
 }
 
 async fn sign_in(start: &Start, form: &LoginForm, register: bool) -> Result<Session, String> {
@@ -464,6 +506,7 @@ mod tests {
             device: "tui-test".into(),
             user: None,
             password: None,
+            token: None,
             register: false,
             state_dir: Some(dir.path().to_path_buf()),
         };

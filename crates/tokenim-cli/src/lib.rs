@@ -46,7 +46,9 @@ pub async fn run(cmd: ClientCmd) -> anyhow::Result<()> {
 }
 
 /// Where the server is and who the user is: flags, or the environment.
-#[derive(Args, Clone, Debug)]
+/// Either a username and password, or a ready session token (which wins
+/// when both are given).
+#[derive(Args, Clone)]
 pub struct Conn {
     /// Server URL.
     #[arg(long, env = "TOKENIM_URL", default_value = "http://127.0.0.1:8080")]
@@ -54,13 +56,29 @@ pub struct Conn {
     /// Username.
     #[arg(long, short = 'u', env = "TOKENIM_USER")]
     user: Option<String>,
-    /// Password.
+    /// Password (not used when a token is given).
     #[arg(long, short = 'p', env = "TOKENIM_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// A ready session token (e.g. minted by your app's backend) instead of
+    /// logging in with --user and --password; wins over a password when
+    /// both are given. Give --device the token's device.
+    #[arg(long, env = "TOKENIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Device ID [default: one generated once and kept in the tokenim home
     /// folder, so it is stable per installation].
     #[arg(long, env = "TOKENIM_DEVICE")]
     device: Option<String>,
+}
+
+impl std::fmt::Debug for Conn {
+    /// Never prints the password or the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Conn {
@@ -87,8 +105,18 @@ impl Conn {
         }
     }
 
-    /// Logs in with the flags or the environment.
+    /// Signs in with the flags or the environment: with the token when
+    /// there is one, else by logging in with the username and password.
     async fn login(&self) -> anyhow::Result<Session> {
+        if let Some(token) = &self.token {
+            let device = self.device()?;
+            // The error names neither the token nor anything of it.
+            return self
+                .client()?
+                .session_from_token(token, &device)
+                .await
+                .context("signing in with the token");
+        }
         let (user, password) = (self.user()?, self.password()?);
         let device = self.device()?;
         self.client()?

@@ -142,6 +142,11 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
 }
 
 pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
+    if a.conn.token.is_some() {
+        bail!(
+            "login makes a token from a password: with --token or TOKENIM_TOKEN there is nothing to log in"
+        );
+    }
     let s = a.conn.login().await?;
     if a.json {
         print_json(&json!({

@@ -279,8 +279,41 @@ impl Client {
         })
     }
 
+    /// A session from a ready token, without a password: one the app's
+    /// backend minted with `POST /v1/server/users/{user_id}/sessions` (or
+    /// any other session token of the server), for `device_id`, the device
+    /// the token was issued for. The token is checked at once with
+    /// `GET /v1/me`, which also names its user; a refused (unknown, expired
+    /// or revoked) or malformed token is [`Error::Api`] with code
+    /// `unauthorized`, and is not retried. Pass the session to
+    /// [`Messenger::start`](crate::Messenger::start) to connect; if the
+    /// token stops working later, the messenger stops with
+    /// [`StopReason::Unauthorized`](crate::StopReason::Unauthorized).
+    ///
+    /// ```no_run
+    /// # async fn demo(token_from_backend: &str) -> tokenim_client::Result<()> {
+    /// let client = tokenim_client::Client::new("https://chat.example.com")?;
+    /// let session = client.session_from_token(token_from_backend, "phone-1").await?;
+    /// println!("signed in as {}", session.user_id());
+    /// # Ok(()) }
+    /// ```
+    pub async fn session_from_token(&self, token: &str, device_id: &str) -> Result<Session> {
+        tokenim_core::validate::device_id(device_id)?;
+        // What cannot travel in an Authorization header cannot be a token.
+        if token.is_empty() || token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::api(
+                ErrorCode::Unauthorized,
+                "not a token: 1-4096 visible ASCII characters",
+            ));
+        }
+        let mut s = self.session(token, "", device_id);
+        s.user_id = s.me().await?.user_id;
+        Ok(s)
+    }
+
     /// A session from a token obtained earlier (for example saved by the
-    /// application). Nothing is checked until the first request.
+    /// application), whose user and device are known. Nothing is checked
+    /// until the first request.
     pub fn session(&self, token: &str, user_id: &str, device_id: &str) -> Session {
         Session {
             client: self.clone(),

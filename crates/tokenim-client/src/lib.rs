@@ -5,7 +5,9 @@
 //! Two parts:
 //!
 //! - [`Client`] and [`Session`]: the HTTP API (register, log in, users,
-//!   direct and group conversations, history, sending over HTTP).
+//!   direct and group conversations, history, sending over HTTP). An app
+//!   whose backend mints session tokens skips the password login with
+//!   [`Client::session_from_token`].
 //! - [`Messenger`] and [`Updates`]: the real-time connection, which does the
 //!   reliability work of the protocol for the application. A local outbox
 //!   resends unacknowledged requests with the same `client_msg_id` after a

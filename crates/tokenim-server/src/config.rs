@@ -2,6 +2,7 @@
 //! environment variables, then command-line flags (the binary applies those
 //! last through [`Config::set`]).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -24,6 +25,101 @@ impl std::fmt::Debug for ApiKey {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
+}
+
+/// Which origins may call `/v1/*` from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No origin configured: the layer does nothing.
+    Off,
+    /// `*`: every origin, answered with `*`.
+    Any,
+    /// Exactly these origins (`scheme://host[:port]`).
+    List(HashSet<String>),
+}
+
+impl CorsOrigins {
+    /// From the configured origins; fails with a message naming the first
+    /// one that is neither `*` nor `scheme://host[:port]`.
+    pub fn new(origins: &[String]) -> anyhow::Result<CorsOrigins> {
+        let mut list = HashSet::new();
+        let mut any = false;
+        for o in origins {
+            if o == "*" {
+                any = true;
+                continue;
+            }
+            check_origin(o)?;
+            list.insert(o.clone());
+        }
+        Ok(if any {
+            CorsOrigins::Any
+        } else if list.is_empty() {
+            CorsOrigins::Off
+        } else {
+            CorsOrigins::List(list)
+        })
+    }
+}
+
+/// `scheme://host[:port]` as a browser sends it: `http` or `https`, a
+/// lowercase host name, IPv4 or bracketed IPv6 address, an optional port
+/// 1-65535, and nothing after.
+fn check_origin(o: &str) -> anyhow::Result<()> {
+    let bad =
+        |why: &str| anyhow::anyhow!("CORS origin {o:?} must be * or scheme://host[:port] ({why})");
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return Err(bad("no scheme"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(bad("the scheme is http or https"));
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err(bad("no path, query or fragment, not even a trailing /"));
+    }
+    if rest.contains('@') {
+        return Err(bad("no user name"));
+    }
+    let port = if let Some(v6) = rest.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return Err(bad("an unclosed ["));
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err()
+            || addr.contains(|c: char| c.is_ascii_uppercase())
+        {
+            return Err(bad("not a lowercase IPv6 address in []"));
+        }
+        match after {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return Err(bad("junk after ]")),
+            },
+        }
+    } else {
+        let (host, port) = match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        };
+        let ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        if !ok {
+            return Err(bad("the host is lowercase letters, digits, . and -"));
+        }
+        port
+    };
+    if let Some(p) = port {
+        let ok = !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n > 0);
+        if !ok {
+            return Err(bad("the port is 1-65535"));
+        }
+    }
+    Ok(())
 }
 
 /// Whether anyone may create an account with `POST /v1/accounts`.
@@ -360,6 +456,40 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_checked() {
+        for good in [
+            "https://app.example.com",
+            "http://localhost:5173",
+            "http://127.0.0.1:8080",
+            "https://[::1]:8443",
+            "https://[2001:db8::1]",
+        ] {
+            assert!(CorsOrigins::new(&[good.to_owned()]).is_ok(), "{good}");
+        }
+        for bad in [
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://App.example.com",
+            "https://",
+            "https://a.com:0",
+            "https://a.com:99999",
+            "https://a.com:",
+            "https://user@a.com",
+            "https://[::1",
+            "https://[nope]",
+            "null",
+            "",
+        ] {
+            let e = CorsOrigins::new(&[bad.to_owned()])
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("CORS origin"), "{e}");
+        }
+    }
 
     #[test]
     fn env_overrides_file_and_defaults() {

@@ -10,7 +10,7 @@ use tokenim_core::Limits;
 use tokenim_store::Store;
 
 use crate::auth::{ApiKeys, Passwords, Tokens};
-use crate::config::Config;
+use crate::config::{Config, CorsOrigins};
 use crate::delivery::cluster::Cluster;
 use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::fanout::Fanout;
@@ -52,6 +52,8 @@ pub struct AppState {
     pub presence: Arc<Presence>,
     /// The app backend's keys for `/v1/server/...` and `/v1/admin/...`.
     pub api_keys: ApiKeys,
+    /// The web origins allowed to call `/v1/*` (`cors_origins`, checked).
+    pub cors: CorsOrigins,
     pub shutting_down: AtomicBool,
 }
 
@@ -65,6 +67,7 @@ impl AppState {
         tokens: Tokens,
     ) -> anyhow::Result<Arc<AppState>> {
         let api_keys = ApiKeys::new(&cfg.all_api_keys()?);
+        let cors = CorsOrigins::new(&cfg.cors_origins)?;
         let passwords = Passwords::new(cfg.argon2_memory_kib, cfg.argon2_iterations)?;
         let limits = cfg.limits.clone();
         let metrics = Arc::new(Metrics::default());
@@ -133,6 +136,7 @@ impl AppState {
             sync,
             presence,
             api_keys,
+            cors,
             shutting_down: AtomicBool::new(false),
         }))
     }

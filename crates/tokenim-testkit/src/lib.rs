@@ -387,6 +387,14 @@ pub enum Closed {
 }
 
 impl Ws {
+    /// Wraps a socket opened by the test itself (e.g. with extra headers).
+    pub fn from_stream(stream: WsStream) -> Ws {
+        Ws {
+            stream,
+            backlog: Default::default(),
+        }
+    }
+
     pub async fn connect(url: &str) -> Ws {
         init_crypto();
         let (stream, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))

@@ -37,6 +37,7 @@ async fn tokenim(
         .env_remove("TOKENIM_USER")
         .env_remove("TOKENIM_PASSWORD")
         .env_remove("TOKENIM_DEVICE")
+        .env_remove("TOKENIM_TOKEN")
         .env("TOKENIM_URL", &server.http)
         .env("TOKENIM_HOME", home)
         .envs(env.iter().copied())
@@ -240,4 +241,125 @@ async fn bad_input_fails_with_a_message() {
     .await;
     assert_ne!(wrong.code, 0);
     assert!(wrong.stderr.contains("unauthorized"), "{}", wrong.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_and_history_with_a_ready_token() {
+    let server = TestServer::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // Tokens got outside the CLI: password logins over HTTP.
+    let http = server.client();
+    let alice_id = http.register("alice").await;
+    http.register("bob").await;
+    let alice = http.login("alice", "bot-1").await.token().to_owned();
+    let bob = http.login("bob", "bot-2").await.token().to_owned();
+
+    // --token, with no username or password at all.
+    let s1 = tokenim(
+        &server,
+        h,
+        &[],
+        &[
+            "send", "--token", &alice, "--device", "bot-1", "--to", "bob", "--json", "by", "flag",
+        ],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(s1["seq"], 1);
+    let conv = s1["conv_id"].as_str().unwrap().to_owned();
+    // TOKENIM_TOKEN; it wins over a wrong password given alongside.
+    let env = [
+        ("TOKENIM_TOKEN", alice.as_str()),
+        ("TOKENIM_USER", "alice"),
+        ("TOKENIM_PASSWORD", "wrong-pass"),
+    ];
+    let s2 = tokenim(
+        &server,
+        h,
+        &env,
+        &["send", "--conv", &conv, "--json", "by env"],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(s2["seq"], 2);
+
+    // History with bob's token, by flag and by environment.
+    let by_flag = tokenim(
+        &server,
+        h,
+        &[],
+        &["history", "--token", &bob, "--with", "alice", "--json"],
+        None,
+    )
+    .await
+    .json();
+    let by_env = tokenim(
+        &server,
+        h,
+        &[("TOKENIM_TOKEN", bob.as_str())],
+        &["history", "--conv", &conv, "--json"],
+        None,
+    )
+    .await;
+    assert!(!by_env.stdout.contains(&bob) && !by_env.stderr.contains(&bob));
+    let by_env = by_env.json();
+    for hist in [&by_flag, &by_env] {
+        assert_eq!(hist["conv_id"], conv.as_str());
+        let events = hist["events"].as_array().unwrap();
+        let texts: Vec<&str> = events
+            .iter()
+            .map(|e| e["content"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["by flag", "by env"]);
+        assert!(events.iter().all(|e| e["sender"] == alice_id.as_str()));
+    }
+
+    // A refused token fails with unauthorized and does not echo the token.
+    let bad = "not-a-real-token-0123456789";
+    let out = tokenim(
+        &server,
+        h,
+        &[],
+        &["history", "--token", bad, "--conv", &conv],
+        None,
+    )
+    .await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("unauthorized"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains(bad) && !out.stdout.contains(bad),
+        "{}",
+        out.stderr
+    );
+    // `login` would print a token: with one given, it refuses.
+    let out = tokenim(
+        &server,
+        h,
+        &[("TOKENIM_TOKEN", bob.as_str())],
+        &["login"],
+        None,
+    )
+    .await;
+    assert_ne!(out.code, 0);
+    assert!(!out.stdout.contains(&bob) && !out.stderr.contains(&bob));
+    // The help says the token wins, and hides the variable's value.
+    let help = tokenim(
+        &server,
+        h,
+        &[("TOKENIM_TOKEN", bob.as_str())],
+        &["send", "--help"],
+        None,
+    )
+    .await;
+    assert_eq!(help.code, 0, "{}", help.stderr);
+    assert!(help.stdout.contains("TOKENIM_TOKEN"), "{}", help.stdout);
+    assert!(
+        help.stdout.contains("wins over a password"),
+        "{}",
+        help.stdout
+    );
+    assert!(!help.stdout.contains(&bob));
 }

@@ -19,6 +19,7 @@ use tokenim_proto::ErrorCode;
 use crate::state::AppState;
 use error::ApiError;
 
+pub mod cors;
 pub mod error;
 pub mod http;
 pub mod server;
@@ -28,7 +29,8 @@ pub mod web;
 pub mod ws;
 
 /// Every route of a node: the JSON API, the socket and the web client,
-/// with the protocol's JSON errors for whatever the framework rejects.
+/// with the protocol's JSON errors for whatever the framework rejects, and
+/// CORS outside everything (`cors`), so errors carry its headers too.
 pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .merge(http::routes())
@@ -50,6 +52,7 @@ pub fn router(app: Arc<AppState>) -> Router {
                 ApiError(Error::internal("internal error")).into_response()
             },
         ))
+        .layer(middleware::from_fn_with_state(app.clone(), cors::layer))
         .with_state(app)
 }
 
