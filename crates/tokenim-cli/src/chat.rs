@@ -219,7 +219,7 @@ async fn with_token_sign_in(
         .me()
         .await
         .map_err(|e| format!("signing in with the token: {e}"))?;
-    Ok((session, me.username))
+    Ok((session, me.username.unwrap_or(me.display_name)))
 }
 
 async fn sign_in(start: &Start, form: &LoginForm, register: bool) -> Result<Session, String> {
