@@ -726,3 +726,32 @@ fn jwk(private: &str, kid: &str) -> Value {
     k.common.key_id = Some(kid.to_owned());
     serde_json::to_value(k).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_public_key_algorithm_signs_in_and_another_key_fails() {
+    for (alg, public, private, other) in [
+        (Algorithm::RS256, "rsa_a.pub", "rsa_a.key", "rsa_b.key"),
+        (Algorithm::ES256, "ec_a.pub", "ec_a.key", "ec_b.key"),
+        (Algorithm::EdDSA, "ed_a.pub", "ed_a.key", "ed_b.key"),
+    ] {
+        let path = fixture(public);
+        let s = TestServer::start_with(move |c| c.auth_jwt_public_key = Some(path)).await;
+        let sign = |key: &str| {
+            let pem = std::fs::read(fixture(key)).unwrap();
+            let key = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+                Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+                _ => EncodingKey::from_ed_pem(&pem),
+            }
+            .unwrap();
+            jsonwebtoken::encode(&Header::new(alg), &claims(json!({})), &key).unwrap()
+        };
+        let r = jwt_login(&s, &sign(private)).await;
+        assert_eq!(r.status, 201, "{alg:?}: {:?}", r.body);
+        let r = jwt_login(&s, &sign(other)).await;
+        assert_eq!((r.status, message(&r)), (401, "jwt: signature"), "{alg:?}");
+        // The PEM key's algorithm only: an HS256 token has no key here.
+        let r = jwt_login(&s, &hs256(&claims(json!({})))).await;
+        assert_eq!((r.status, message(&r)), (401, "jwt: algorithm"), "{alg:?}");
+    }
+}
