@@ -185,7 +185,8 @@ pub async fn run_ui<B: Backend>(
                             break;
                         }
                         if let Err(e) = perform(action, &session, &messenger, &mut st, &mut names).await {
-                            st.status = e.to_string();
+                            // The whole chain: what was tried and why it failed.
+                            st.status = format!("{e:#}");
                         }
                     }
                 }
@@ -359,7 +360,7 @@ async fn perform(
             let peer = session
                 .find_user(&user)
                 .await
-                .with_context(|| format!("finding {user}"))?;
+                .with_context(|| format!("no chat with {user}"))?;
             let c = session.create_direct(&peer.user_id).await?;
             show_conv(&c, session, messenger, st, names).await?;
         }
@@ -369,7 +370,7 @@ async fn perform(
                 let u = session
                     .find_user(m)
                     .await
-                    .with_context(|| format!("finding {m}"))?;
+                    .with_context(|| format!("cannot add {m} to the group"))?;
                 ids.push(u.user_id);
             }
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -532,6 +533,10 @@ mod tests {
         }
         s.key(KeyCode::F(2));
         s.wait_for("alice · online").await;
+
+        // A user who does not exist: the status line says so.
+        s.type_line("/dm nosuchuser");
+        s.wait_for(r#"no user "nosuchuser""#).await;
 
         s.type_line("/dm bob");
         s.wait_for("● bob").await;

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use tokenim_client::{Client, Session};
 
 mod chat;
+mod kept;
 mod oneshot;
 mod tui;
 
@@ -89,7 +90,7 @@ impl Conn {
     fn user(&self) -> anyhow::Result<&str> {
         self.user
             .as_deref()
-            .context("no username: pass --user or set TOKENIM_USER")
+            .context("no username: pass --user, set TOKENIM_USER, or run tokenim login once")
     }
 
     fn password(&self) -> anyhow::Result<&str> {
@@ -106,7 +107,10 @@ impl Conn {
     }
 
     /// Signs in with the flags or the environment: with the token when
-    /// there is one, else by logging in with the username and password.
+    /// there is one, else with the session a password login kept for this
+    /// server and user (`tokenim login`, or an earlier command), else by
+    /// logging in with the username and password (and keeping that
+    /// session).
     async fn login(&self) -> anyhow::Result<Session> {
         if let Some(token) = &self.token {
             let device = self.device()?;
@@ -117,13 +121,61 @@ impl Conn {
                 .await
                 .context("signing in with the token");
         }
+        if let Some(s) = self.kept_session().await? {
+            return Ok(s);
+        }
+        self.password_login().await
+    }
+
+    /// A fresh password login, kept for the next commands.
+    async fn password_login(&self) -> anyhow::Result<Session> {
         let (user, password) = (self.user()?, self.password()?);
         let device = self.device()?;
-        self.client()?
+        let s = self
+            .client()?
             .login(user, password, &device, PLATFORM)
             .await
-            .with_context(|| format!("logging in as {user}"))
+            .with_context(|| format!("logging in as {user}"))?;
+        let k = kept::Kept {
+            url: self.url.clone(),
+            user: user.to_owned(),
+            user_id: s.user_id().to_owned(),
+            device: s.device_id().to_owned(),
+            token: s.token().to_owned(),
+            expires_at: s.expires_at().unwrap_or(0),
+        };
+        kept::save(&home()?, k)?;
+        Ok(s)
     }
+
+    /// The kept session of this server and user (the latest one of the
+    /// server when no user is named), when the server still takes it and
+    /// it is of the device asked for.
+    async fn kept_session(&self) -> anyhow::Result<Option<Session>> {
+        let home = home()?;
+        let Some(k) = kept::find(&home, &self.url, self.user.as_deref(), now_ms())? else {
+            return Ok(None);
+        };
+        if self.device.as_ref().is_some_and(|d| *d != k.device) {
+            return Ok(None);
+        }
+        let s = self.client()?.session(&k.token, &k.user_id, &k.device);
+        match s.me().await {
+            Ok(_) => Ok(Some(s)),
+            Err(e) if e.code() == Some(tokenim_client::ErrorCode::Unauthorized) => {
+                // Logged out or revoked elsewhere: log in again.
+                kept::forget(&home, &k.url, &k.user)?;
+                Ok(None)
+            }
+            Err(e) => Err(e).context("checking the kept session"),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The folder where the CLI keeps its device ID and chat state:

@@ -12,6 +12,13 @@ use tokenim_client::{HistoryPage, Session, event_text, new_client_msg_id};
 
 use super::{Conn, PLATFORM, clock};
 
+/// `println!` through [`emit`].
+macro_rules! out {
+    ($($t:tt)*) => {
+        emit(format_args!($($t)*))
+    };
+}
+
 #[derive(Args)]
 pub struct RegisterArgs {
     #[command(flatten)]
@@ -118,8 +125,28 @@ pub struct GroupArgs {
     members: Vec<String>,
 }
 
+/// Writes one line to standard output. When the reader has gone away
+/// (`tokenim history | head -1`) the command ends quietly, as Unix tools
+/// do, instead of panicking on the broken pipe.
+fn emit(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|()| o.write_all(b"\n"))
+        .and_then(|()| o.flush());
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: writing to standard output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn print_json(v: &Value) {
-    println!(
+    out!(
         "{}",
         serde_json::to_string_pretty(v).expect("JSON values serialize")
     );
@@ -136,7 +163,7 @@ pub async fn register(a: RegisterArgs) -> anyhow::Result<()> {
     if a.json {
         print_json(&json!({"user_id": user_id, "username": user}));
     } else {
-        println!("registered {user} ({user_id})");
+        out!("registered {user} ({user_id})");
     }
     Ok(())
 }
@@ -147,19 +174,20 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
             "login makes a token from a password: with --token or TOKENIM_TOKEN there is nothing to log in"
         );
     }
-    let s = a.conn.login().await?;
+    // Always a fresh login, kept for the next commands.
+    let s = a.conn.password_login().await?;
     if a.json {
         print_json(&json!({
             "user_id": s.user_id(), "device_id": s.device_id(), "token": s.token(),
             "expires_at": s.expires_at(), "platform": PLATFORM,
         }));
     } else {
-        println!(
+        out!(
             "logged in as {} on device {}",
             a.conn.user()?,
             s.device_id()
         );
-        println!("token: {}", s.token());
+        out!("token: {}", s.token());
     }
     Ok(())
 }
@@ -206,7 +234,7 @@ pub async fn send(a: SendArgs) -> anyhow::Result<()> {
             "seq": posted.seq, "ts": posted.ts, "status": "sent",
         }));
     } else {
-        println!("sent #{} to {conv_id}", posted.seq);
+        out!("sent #{} to {conv_id}", posted.seq);
     }
     Ok(())
 }
@@ -270,10 +298,10 @@ pub async fn history(a: HistoryArgs) -> anyhow::Result<()> {
             None => format!("[{}]", e.kind.as_str()),
         };
         let edited = if e.edited { " (edited)" } else { "" };
-        println!("#{:<5} {} {who}: {body}{edited}", e.seq, clock(e.ts));
+        out!("#{:<5} {} {who}: {body}{edited}", e.seq, clock(e.ts));
     }
     if events.has_more {
-        println!("(older events: --before {})", events.events[0].seq);
+        out!("(older events: --before {})", events.events[0].seq);
     }
     Ok(())
 }
@@ -298,7 +326,7 @@ pub async fn conversations(a: ConversationsArgs) -> anyhow::Result<()> {
             }
             _ => c.conv_id.clone(),
         };
-        println!("{:<28} {:>4} unread  {title}", c.conv_id, c.unread);
+        out!("{:<28} {:>4} unread  {title}", c.conv_id, c.unread);
     }
     Ok(())
 }
@@ -322,7 +350,7 @@ pub async fn group(a: GroupArgs) -> anyhow::Result<()> {
     if a.json {
         print_json(&serde_json::to_value(&c).expect("conversations serialize"));
     } else {
-        println!("created group {} ({})", a.title, c.conv_id);
+        out!("created group {} ({})", a.title, c.conv_id);
     }
     Ok(())
 }

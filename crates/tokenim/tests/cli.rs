@@ -234,6 +234,7 @@ async fn bad_input_fails_with_a_message() {
         &[
             ("TOKENIM_USER", "carol"),
             ("TOKENIM_PASSWORD", "wrong-pass"),
+            ("RUST_BACKTRACE", "1"),
         ],
         &["login"],
         None,
@@ -241,6 +242,133 @@ async fn bad_input_fails_with_a_message() {
     .await;
     assert_ne!(wrong.code, 0);
     assert!(wrong.stderr.contains("unauthorized"), "{}", wrong.stderr);
+    // One clear line, whatever RUST_BACKTRACE says.
+    assert_eq!(wrong.stderr.lines().count(), 1, "{}", wrong.stderr);
+    assert!(
+        wrong.stderr.starts_with("error: logging in as carol: "),
+        "{}",
+        wrong.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_session_serves_many_commands_under_the_login_limit() {
+    // The server's own login limit: a burst of 4 per IP (two
+    // registrations, the login, and one more login after a logout).
+    let server = TestServer::start_with(|c| {
+        c.limits.login_burst = 4;
+        c.limits.login_rate_per_min = 1;
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let http = server.client();
+    http.register("dana").await;
+    http.register("erin").await;
+    let login = tokenim(
+        &server,
+        h,
+        &[],
+        &[
+            "login",
+            "--user",
+            "dana",
+            "--password",
+            "password1",
+            "--json",
+        ],
+        None,
+    )
+    .await
+    .json();
+    // Kept for this user only, readable by nobody else.
+    let file = h.join("sessions.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let kept = std::fs::read_to_string(&file).unwrap();
+    assert!(kept.contains(login["token"].as_str().unwrap()));
+    // Ten sends in a row, with and without --user, no password, no new
+    // login: the limit would refuse the second.
+    for i in 0..10 {
+        let text = format!("note {i}");
+        let mut args = vec!["send", "--to", "erin", text.as_str()];
+        if i % 2 == 0 {
+            args.extend(["--user", "dana"]);
+        }
+        let out = tokenim(&server, h, &[], &args, None).await;
+        assert_eq!(out.code, 0, "send {i}: {}", out.stderr);
+    }
+    let hist = tokenim(
+        &server,
+        h,
+        &[],
+        &["history", "--with", "erin", "--json"],
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(hist["events"].as_array().unwrap().len(), 10);
+    // Logged out elsewhere: the kept session is dropped and the next
+    // command logs in again with the password it is given.
+    let r = http
+        .with_token(login["token"].as_str().unwrap())
+        .delete("/v1/sessions/current")
+        .await;
+    assert_eq!(r.status, 204);
+    let out = tokenim(&server, h, &[], &["conversations", "--user", "dana"], None).await;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("TOKENIM_PASSWORD"), "{}", out.stderr);
+    let out = tokenim(
+        &server,
+        h,
+        &[],
+        &["conversations", "--user", "dana", "--password", "password1"],
+        None,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_ne!(std::fs::read_to_string(&file).unwrap(), kept);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_the_command_quietly() {
+    let server = TestServer::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let env = [("TOKENIM_USER", "fay"), ("TOKENIM_PASSWORD", "password1")];
+    tokenim(&server, home.path(), &env, &["register"], None).await;
+    server.client().register("gus").await;
+    for i in 0..3 {
+        let t = format!("m{i}");
+        let out = tokenim(
+            &server,
+            home.path(),
+            &env,
+            &["send", "--to", "gus", &t],
+            None,
+        )
+        .await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    // Standard output closed before the command writes: `| head -0`.
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenim"));
+    cmd.args(["history", "--with", "gus"])
+        .env("TOKENIM_URL", &server.http)
+        .env("TOKENIM_HOME", home.path())
+        .envs(env)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
