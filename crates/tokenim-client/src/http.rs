@@ -7,11 +7,12 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokenim_proto::{
-    AccountCreated, AddMembers, Conversation, ConversationList, CreateAccount, CreateConversation,
-    CreateSession, DeviceList, ErrorCode, ErrorResponse, EventPage, MessagePosted, PostMessage,
-    Receipts, SessionCreated, UserInfo, UserList,
+    AccountCreated, AddMembers, ContactList, Conversation, ConversationList, CreateAccount,
+    CreateConversation, CreateSession, DeviceList, ErrorCode, ErrorResponse, EventPage, MemberPage,
+    MessagePosted, PatchConversation, PostMessage, PushToken, Receipts, Role, SessionCreated,
+    SetMute, SetRole, UserInfo, UserList,
 };
 
 use crate::{Error, Result};
@@ -44,6 +45,11 @@ impl ClientBuilder {
     /// Builds the client. Fails on a URL that is not `http` or `https` or
     /// on a PEM file without certificates.
     pub fn build(self) -> Result<Client> {
+        // rustls needs a process-wide crypto provider for the socket's TLS:
+        // ring, unless the app installed one of its own first.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let base = Url::parse(self.url.trim_end_matches('/'))
             .map_err(|e| Error::Invalid(format!("server URL {:?}: {e}", self.url)))?;
         if !matches!(base.scheme(), "http" | "https") {
@@ -528,12 +534,12 @@ impl Session {
         &self,
         conv_id: &str,
         client_msg_id: &str,
-        content: Value,
+        content: impl Into<crate::MessageContent>,
     ) -> Result<MessagePosted> {
         tokenim_core::validate::client_msg_id(client_msg_id)?;
         let body = PostMessage {
             client_msg_id: client_msg_id.to_owned(),
-            content,
+            content: content.into().to_value(),
         };
         self.send_json(
             Method::POST,
@@ -551,12 +557,8 @@ impl Session {
         client_msg_id: &str,
         text: &str,
     ) -> Result<MessagePosted> {
-        self.post_message(
-            conv_id,
-            client_msg_id,
-            json!({"type": "text", "text": text}),
-        )
-        .await
+        self.post_message(conv_id, client_msg_id, crate::MessageContent::text(text))
+            .await
     }
 
     /// `GET /v1/conversations/{conv_id}/events/{seq}/receipts`: who of the
@@ -578,6 +580,147 @@ impl Session {
                 self.client.url_for(&["v1", "contacts", user_id]),
                 None::<&Value>,
             )
+            .await?;
+        Ok(())
+    }
+
+    /// `DELETE /v1/contacts/{user_id}`.
+    pub async fn remove_contact(&self, user_id: &str) -> Result<()> {
+        self.no_content(Method::DELETE, &["v1", "contacts", user_id], None::<&Value>)
+            .await
+    }
+
+    /// `GET /v1/contacts`.
+    pub async fn contacts(&self) -> Result<Vec<UserInfo>> {
+        let r: ContactList = self.get(self.client.url_for(&["v1", "contacts"])).await?;
+        Ok(r.contacts)
+    }
+
+    /// `PUT /v1/blocks/{user_id}`: they can no longer open a direct
+    /// conversation with the caller nor send to them there.
+    pub async fn block(&self, user_id: &str) -> Result<()> {
+        self.no_content(Method::PUT, &["v1", "blocks", user_id], None::<&Value>)
+            .await
+    }
+
+    /// `DELETE /v1/blocks/{user_id}`.
+    pub async fn unblock(&self, user_id: &str) -> Result<()> {
+        self.no_content(Method::DELETE, &["v1", "blocks", user_id], None::<&Value>)
+            .await
+    }
+
+    /// `PATCH /v1/conversations/{conv_id}`: the title and announcement mode
+    /// of a group (admins and the owner); `None` leaves a field as it is.
+    pub async fn update_conversation(
+        &self,
+        conv_id: &str,
+        title: Option<&str>,
+        only_admins_send: Option<bool>,
+    ) -> Result<Conversation> {
+        let body = PatchConversation {
+            title: title.map(str::to_owned),
+            only_admins_send,
+        };
+        self.send_json(
+            Method::PATCH,
+            self.client.url_for(&["v1", "conversations", conv_id]),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// `GET /v1/conversations/{conv_id}/members`: members in user ID order
+    /// after `after`, at most `limit` (the server clamps it to 1,000).
+    pub async fn members(
+        &self,
+        conv_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<MemberPage> {
+        let mut u = self
+            .client
+            .url_for(&["v1", "conversations", conv_id, "members"]);
+        {
+            let mut q = u.query_pairs_mut();
+            q.append_pair("limit", &limit.to_string());
+            if let Some(a) = after {
+                q.append_pair("after", a);
+            }
+        }
+        self.get(u).await
+    }
+
+    /// `DELETE /v1/conversations/{conv_id}/members/{user_id}`: removes a
+    /// member (admins and the owner), or leaves when `user_id` is the
+    /// caller's own (see [`leave`](Self::leave)).
+    pub async fn remove_member(&self, conv_id: &str, user_id: &str) -> Result<()> {
+        self.no_content(
+            Method::DELETE,
+            &["v1", "conversations", conv_id, "members", user_id],
+            None::<&Value>,
+        )
+        .await
+    }
+
+    /// Leaves a group.
+    pub async fn leave(&self, conv_id: &str) -> Result<()> {
+        let me = self.user_id.clone();
+        self.remove_member(conv_id, &me).await
+    }
+
+    /// `PUT .../members/{user_id}/role` (the owner only): `admin` or
+    /// `member`.
+    pub async fn set_role(&self, conv_id: &str, user_id: &str, role: Role) -> Result<()> {
+        self.no_content(
+            Method::PUT,
+            &["v1", "conversations", conv_id, "members", user_id, "role"],
+            Some(&SetRole { role }),
+        )
+        .await
+    }
+
+    /// `PUT .../members/{user_id}/mute` (admins and the owner): muted
+    /// until `until` (ms), or unmuted with `None`.
+    pub async fn set_mute(&self, conv_id: &str, user_id: &str, until: Option<i64>) -> Result<()> {
+        self.no_content(
+            Method::PUT,
+            &["v1", "conversations", conv_id, "members", user_id, "mute"],
+            Some(&SetMute { until }),
+        )
+        .await
+    }
+
+    /// `PUT /v1/push-token`: this device's push registration (`provider`
+    /// `apns`, `fcm` or `webhook`, and its token).
+    pub async fn set_push_token(&self, provider: &str, token: &str) -> Result<()> {
+        let body = PushToken {
+            provider: provider.to_owned(),
+            token: token.to_owned(),
+        };
+        self.no_content(Method::PUT, &["v1", "push-token"], Some(&body))
+            .await
+    }
+
+    /// `DELETE /v1/devices/{device_id}`: ends that device's sessions and
+    /// kicks it.
+    pub async fn remove_device(&self, device_id: &str) -> Result<()> {
+        self.no_content(
+            Method::DELETE,
+            &["v1", "devices", device_id],
+            None::<&Value>,
+        )
+        .await
+    }
+
+    /// A call answered `204 No Content`.
+    async fn no_content(
+        &self,
+        method: Method,
+        path: &[&str],
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<()> {
+        let _: Value = self
+            .send_json(method, self.client.url_for(path), body)
             .await?;
         Ok(())
     }

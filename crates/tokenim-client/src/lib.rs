@@ -51,6 +51,7 @@
 #![deny(missing_docs)]
 
 mod actor;
+mod content;
 mod error;
 mod http;
 mod messenger;
@@ -58,6 +59,7 @@ mod order;
 mod store;
 mod wire;
 
+pub use content::MessageContent;
 pub use error::{Error, Result};
 pub use http::{Client, ClientBuilder, DEFAULT_HTTP_TIMEOUT, HistoryPage, Session};
 pub use messenger::{

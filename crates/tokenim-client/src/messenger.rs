@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokenim_proto::{Conversation, ErrorCode, Event, KickReason};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{Actor, Command};
 use crate::store::{OutboxEntry, Request, StateStore};
-use crate::{Error, Result, Session};
+use crate::{Error, MessageContent, Result, Session};
 
 /// Tuning of a [`Messenger`]. The defaults suit an interactive client.
 #[derive(Debug, Clone)]
@@ -358,11 +357,13 @@ impl Messenger {
         self.call(|reply| Command::Enqueue { entry, reply }).await?
     }
 
-    /// Queues a message with `content` (a JSON object with a string `type`)
-    /// and answers its new `client_msg_id` once the outbox holds it
-    /// durably. Progress comes as [`Update::Status`].
-    pub async fn send(&self, conv_id: &str, content: Value) -> Result<String> {
+    /// Queues a message with `content` (a [`MessageContent`], text, or a
+    /// JSON object with a string `type`) and answers its new
+    /// `client_msg_id` once the outbox holds it durably. Progress comes as
+    /// [`Update::Status`].
+    pub async fn send(&self, conv_id: &str, content: impl Into<MessageContent>) -> Result<String> {
         let id = new_client_msg_id();
+        let content = content.into().to_value();
         self.enqueue(conv_id, &id, Request::Send { content })
             .await?;
         Ok(id)
@@ -370,8 +371,7 @@ impl Messenger {
 
     /// Queues `{"type": "text", "text": text}`; see [`send`](Self::send).
     pub async fn send_text(&self, conv_id: &str, text: &str) -> Result<String> {
-        self.send(conv_id, json!({"type": "text", "text": text}))
-            .await
+        self.send(conv_id, MessageContent::text(text)).await
     }
 
     /// Like [`send`](Self::send) with the application's own
@@ -380,8 +380,9 @@ impl Messenger {
         &self,
         conv_id: &str,
         client_msg_id: &str,
-        content: Value,
+        content: impl Into<MessageContent>,
     ) -> Result<()> {
+        let content = content.into().to_value();
         self.enqueue(conv_id, client_msg_id, Request::Send { content })
             .await
     }
@@ -397,8 +398,14 @@ impl Messenger {
 
     /// Queues an edit of the message at `target_seq`; answers the request's
     /// `client_msg_id`.
-    pub async fn edit(&self, conv_id: &str, target_seq: u64, content: Value) -> Result<String> {
+    pub async fn edit(
+        &self,
+        conv_id: &str,
+        target_seq: u64,
+        content: impl Into<MessageContent>,
+    ) -> Result<String> {
         let id = new_client_msg_id();
+        let content = content.into().to_value();
         self.enqueue(
             conv_id,
             &id,
