@@ -148,6 +148,13 @@ async function newPage(viewport = DESKTOP, opts = {}) {
   const page = await ctx.newPage();
   page.setDefaultTimeout(T);
   page.on('pageerror', (e) => pageErrors.push(`${opts.name || 'page'}: ${e.message}`));
+  // The page must pass its own Content-Security-Policy: any violation
+  // (an inline style or script, a connection elsewhere) fails the run.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) {
+      pageErrors.push(`${opts.name || 'page'}: CSP: ${m.text()}`);
+    }
+  });
   page.on('dialog', (d) => d.accept()); // "recall this message?" confirmations
   return page;
 }
@@ -263,6 +270,14 @@ test('the server serves the embedded client assets', async () => {
     assert.match(r.headers.get('content-type') || '', new RegExp(type), route);
     const body = await r.text();
     assert.equal(body, fs.readFileSync(path.join(WEB_DIR, file), 'utf8'), `${route} differs from ${file}: is the binary stale? rebuild it`);
+    const csp = r.headers.get('content-security-policy') || '';
+    for (const d of ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"]) {
+      assert.ok(csp.includes(d), `${route}: CSP lacks ${d}: ${csp}`);
+    }
+    assert.ok(!/unsafe-inline|unsafe-eval/.test(csp), csp);
+    assert.equal(r.headers.get('x-content-type-options'), 'nosniff', route);
+    assert.equal(r.headers.get('referrer-policy'), 'no-referrer', route);
+    assert.equal(r.headers.get('x-frame-options'), 'DENY', route);
   }
 });
 
@@ -577,6 +592,18 @@ test('user text is escaped, never interpreted as HTML', async () => {
   assert.equal(await pb.locator('.msg .text img, .msg .text b').count(), 0);
   assert.equal(await pb.evaluate(() => window.__pwned), undefined);
   await myMsg(pa, 'bold?', 'read').waitFor();
+});
+
+test('right-to-left text is laid out by its own direction', async () => {
+  const rtl = 'مرحبا، كيف حالك؟';
+  await sendText(pa, rtl);
+  const got = theirMsg(pb, rtl);
+  await got.waitFor();
+  const text = got.locator('.text');
+  assert.equal(await text.getAttribute('dir'), 'auto');
+  // The browser resolves it to rtl: the question mark ends up on the left.
+  assert.equal(await text.evaluate((el) => getComputedStyle(el).direction), 'rtl');
+  await myMsg(pa, rtl, 'read').waitFor();
 });
 
 test('edit and recall own messages', async () => {

@@ -1354,7 +1354,7 @@
           h(
             'div',
             { class: 'conv-main' },
-            h('div', { class: 'conv-top' }, h('span', { class: 'conv-title' }, title), h('time', { class: 'conv-time' }, fmtListTime(p.ts))),
+            h('div', { class: 'conv-top' }, h('span', { class: 'conv-title', dir: 'auto' }, title), h('time', { class: 'conv-time' }, fmtListTime(p.ts))),
             h('div', { class: 'conv-bottom' }, preview, unread ? h('span', { class: 'badge', 'aria-label': `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null),
           ),
         );
@@ -1600,11 +1600,12 @@
     const mine = it.sender === myId();
     const bubble = h('div', { class: 'bubble' });
     if (showName) {
-      const nameEl = h('div', { class: 'sender-name' }, userName(it.sender));
+      const nameEl = h('div', { class: 'sender-name', dir: 'auto' }, userName(it.sender));
       nameEl.style.setProperty('--h', String(hashHue(it.sender)));
       bubble.append(nameEl);
     }
-    const body = h('div', { class: 'text' });
+    // dir=auto: right-to-left text keeps its punctuation on its own side.
+    const body = h('div', { class: 'text', dir: 'auto' });
     if (it.recalled || it.pendingRecall) {
       body.classList.add('recalled');
       body.append(it.recalled ? (mine ? 'You recalled this message' : 'This message was recalled') : 'Recalling…');
