@@ -184,9 +184,11 @@ function waitOnline(page, timeout = T) {
   return page.locator('#conn-status[data-state="online"]').waitFor({ timeout });
 }
 
+// The browser's network is up in these tests: the banner blames the
+// server, not the user's connection.
 async function waitOffline(page) {
   await page.locator('#conn-status[data-state="offline"]').waitFor({ timeout: T });
-  await page.locator('#conn-banner', { hasText: 'offline' }).waitFor({ timeout: T });
+  await page.locator('#conn-banner', { hasText: 'Cannot reach the server' }).waitFor({ timeout: T });
 }
 
 async function openDirectByUsername(page, username, peerDisplayName) {

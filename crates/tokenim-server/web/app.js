@@ -1171,10 +1171,12 @@
       btn.hidden = false;
     } else {
       st.textContent = 'Offline';
+      // Say whose side is down: this device's network, or the server.
+      const why = navigator.onLine === false ? 'You are offline.' : 'Cannot reach the server.';
       const left = Math.ceil((S.reconnectAt - Date.now()) / 1000);
-      if (S.ws || left <= 0) text.textContent = 'You are offline. Reconnecting…';
+      if (S.ws || left <= 0) text.textContent = `${why} Reconnecting…`;
       else {
-        text.textContent = `You are offline. Reconnecting in ${left} s…`;
+        text.textContent = `${why} Reconnecting in ${left} s…`;
         btn.textContent = 'Retry now';
         btn.hidden = false;
         S.timers.connTick = setTimeout(renderConn, 1000);
@@ -2062,6 +2064,10 @@
     $('#send-btn').append(icon('send'));
     $('#new-chat-close').append(icon('x'));
     $('#edit-cancel').append(icon('x'));
+
+    // The banner says whose side is down; it changes with the device's network.
+    window.addEventListener('online', renderConn);
+    window.addEventListener('offline', renderConn);
 
     $('#tab-login').addEventListener('click', () => setAuthMode('login'));
     $('#tab-register').addEventListener('click', () => setAuthMode('register'));
