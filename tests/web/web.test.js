@@ -608,6 +608,23 @@ test('right-to-left text is laid out by its own direction', async () => {
   await myMsg(pa, rtl, 'read').waitFor();
 });
 
+test('a message over the limit shows the limit and is not sent', async () => {
+  const before = await pa.locator('.msg').count();
+  const long = 'x'.repeat(20000);
+  await pa.fill('#composer-input', long);
+  const count = pa.locator('#composer-count.over');
+  await count.waitFor();
+  assert.match(await count.textContent(), /at most 16,384 bytes/);
+  await pa.press('#composer-input', 'Enter');
+  await pa.locator('#toast', { hasText: 'at most 16,384' }).waitFor();
+  assert.equal(await pa.locator('.msg').count(), before, 'nothing was sent');
+  // Shortened to fit: the count goes away and it sends.
+  await pa.fill('#composer-input', 'short again');
+  await pa.locator('#composer-count').waitFor({ state: 'hidden' });
+  await pa.press('#composer-input', 'Enter');
+  await myMsg(pa, 'short again').waitFor();
+});
+
 test('edit and recall own messages', async () => {
   await sendText(pa, 'The meeting is at 3pm');
   await theirMsg(pb, 'The meeting is at 3pm').waitFor();

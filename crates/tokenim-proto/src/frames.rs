@@ -164,6 +164,10 @@ pub enum ServerFrame {
         device_id: String,
         heartbeat_ms: u64,
         server_time: i64,
+        /// The server's `max_content_bytes`, so a client can show the limit
+        /// before a send is refused (docs/protocol.md decision 33).
+        #[serde(default)]
+        max_content_bytes: u64,
     },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]

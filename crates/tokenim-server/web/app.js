@@ -850,6 +850,8 @@
       case 'auth_ok':
         S.attempt = 0;
         S.heartbeatMs = f.heartbeat_ms || 30000;
+        if (f.max_content_bytes) S.maxContent = f.max_content_bytes;
+        renderCount();
         if (f.server_time) S.clockSkew = f.server_time - Date.now();
         startHeartbeat();
         setConn('online');
@@ -1752,8 +1754,9 @@
     const input = $('#composer-input');
     const text = input.value.replace(/^\s*\n|\s+$/g, '');
     if (!c || !text.trim()) return;
-    if (new Blob([text]).size > 15000) {
-      toast('The message is too long.');
+    const bytes = contentBytes(text);
+    if (bytes > maxContent()) {
+      toast(`The message is too long: ${fmtNum(bytes)} bytes, at most ${fmtNum(maxContent())}.`);
       return;
     }
     if (S.editing && S.editing.conv_id === c.id) {
@@ -1769,11 +1772,40 @@
     }
     S.typingSentAt = 0;
     autoGrow();
+    renderCount();
     invalidate();
+  }
+
+  /** The server's content limit (from auth_ok), else its default. */
+  function maxContent() {
+    return S.maxContent || 16384;
+  }
+
+  /** The size the server counts: the content object as compact JSON. */
+  function contentBytes(text) {
+    return new TextEncoder().encode(JSON.stringify({ type: 'text', text })).length;
+  }
+
+  function fmtNum(n) {
+    return n.toLocaleString('en-US');
+  }
+
+  /** Shows the size against the limit once a message nears it. */
+  function renderCount() {
+    const el = $('#composer-count');
+    if (!el) return;
+    const bytes = contentBytes($('#composer-input').value);
+    const max = maxContent();
+    el.hidden = bytes < max * 0.8;
+    el.classList.toggle('over', bytes > max);
+    el.textContent = bytes > max
+      ? `Too long: ${fmtNum(bytes)} of at most ${fmtNum(max)} bytes`
+      : `${fmtNum(bytes)} / ${fmtNum(max)} bytes`;
   }
 
   function onComposerInput() {
     autoGrow();
+    renderCount();
     const c = S.convs.get(S.openId);
     if (!c || S.editing || !$('#composer-input').value.trim()) return;
     const now = Date.now();

@@ -117,6 +117,7 @@ async fn serve(app: Arc<AppState>, mut socket: WebSocket) {
             device_id: actor.device_id.clone(),
             heartbeat_ms: app.limits.heartbeat_ms,
             server_time: now_ms(),
+            max_content_bytes: app.limits.max_content_bytes,
         },
     );
     // Unregisters however this task ends (also if it were to panic), so the
