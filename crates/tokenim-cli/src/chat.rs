@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
@@ -173,16 +174,31 @@ pub async fn run_ui<B: Backend>(
         Err(e) => st.status = format!("listing conversations: {e}"),
     }
     names.share(&mut st);
+    watch_peers(&messenger, &st).await;
 
+    // Redraws once a second too, so a typing notice goes away on time.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut typing_sent: HashMap<String, i64> = HashMap::new();
     loop {
+        st.now_ms = now_ms();
         draw(terminal, &|f| st.draw(f))?;
         tokio::select! {
+            _ = tick.tick() => {}
             ev = input.next() => match ev {
                 None => break,
                 Some(TermEvent::Key(k)) if k.kind == KeyEventKind::Press => {
                     if let Some(action) = st.on_key(k) {
                         if action == Action::Quit {
                             break;
+                        }
+                        if let Action::Typing(conv) = &action {
+                            // At most one notice per conversation every 3 s.
+                            let last = typing_sent.get(conv).copied().unwrap_or(0);
+                            if now_ms() - last >= 3_000 {
+                                typing_sent.insert(conv.clone(), now_ms());
+                                let _ = messenger.typing(conv).await;
+                            }
+                            continue;
                         }
                         if let Err(e) = perform(action, &session, &messenger, &mut st, &mut names).await {
                             // The whole chain: what was tried and why it failed.
@@ -283,11 +299,21 @@ impl Names {
             _ if !others.is_empty() => others.join(", "),
             _ => c.conv_id.clone(),
         };
+        let peer = match c.ty {
+            ConvType::Direct => c
+                .members
+                .iter()
+                .flatten()
+                .map(|m| m.user_id.clone())
+                .find(|u| u != s.user_id()),
+            ConvType::Group => None,
+        };
         ConvItem {
             conv_id: c.conv_id.clone(),
             title,
             unread: c.unread,
             last_seq: c.last_seq,
+            peer,
         }
     }
 
@@ -342,6 +368,18 @@ async fn show_conv(
     open(&c.conv_id, session, messenger, st, names).await
 }
 
+/// Watches the presence of every direct conversation's other user (the
+/// server answers with their current state, then pushes changes).
+async fn watch_peers(messenger: &Messenger, st: &ChatState) {
+    let mut peers: Vec<String> = st.convs.iter().filter_map(|c| c.peer.clone()).collect();
+    peers.sort();
+    peers.dedup();
+    peers.truncate(1000);
+    if !peers.is_empty() {
+        let _ = messenger.subscribe_presence(peers).await;
+    }
+}
+
 async fn perform(
     action: Action,
     session: &Session,
@@ -350,7 +388,17 @@ async fn perform(
     names: &mut Names,
 ) -> anyhow::Result<()> {
     match action {
-        Action::Quit => {}
+        Action::Quit | Action::Typing(_) => {}
+        Action::Edit { conv_id, seq, text } => {
+            messenger
+                .edit(&conv_id, seq, tokenim_client::MessageContent::text(text))
+                .await?;
+            st.status = format!("editing #{seq}");
+        }
+        Action::Recall { conv_id, seq } => {
+            messenger.recall(&conv_id, seq).await?;
+            st.status = format!("recalling #{seq}");
+        }
         Action::Open(conv_id) => open(&conv_id, session, messenger, st, names).await?,
         Action::Send { conv_id, text } => {
             let id = messenger.send_text(&conv_id, &text).await?;
@@ -363,6 +411,7 @@ async fn perform(
                 .with_context(|| format!("no chat with {user}"))?;
             let c = session.create_direct(&peer.user_id).await?;
             show_conv(&c, session, messenger, st, names).await?;
+            watch_peers(messenger, st).await;
         }
         Action::Group { title, members } => {
             let mut ids = Vec::new();
@@ -416,6 +465,12 @@ async fn on_update(
             }
         }
         Update::Status(s) => st.on_status(&s),
+        Update::Typing { conv_id, user_id } => st.on_typing(&conv_id, &user_id, now_ms()),
+        Update::Presence {
+            user_id, online, ..
+        } => {
+            st.presence.insert(user_id, online);
+        }
         Update::Receipt {
             conv_id,
             user_id,
@@ -425,6 +480,7 @@ async fn on_update(
             let item = names.item(session, &c).await;
             names.share(st);
             st.upsert_conv(item);
+            watch_peers(messenger, st).await;
         }
         Update::ConversationRemoved { conv_id } => {
             st.convs.retain(|c| c.conv_id != conv_id);
@@ -556,6 +612,17 @@ mod tests {
         let r = ws.send_msg(&conv, "r1", "hi alice").await;
         assert_eq!(r["type"], "send_ack", "{r}");
         s.wait_for("bob: hi alice").await;
+
+        // Bob's socket is up: his presence shows; his typing shows.
+        s.wait_for("bob · online").await;
+        ws.send(json!({"type": "typing", "conv_id": conv})).await;
+        s.wait_for("bob is typing…").await;
+
+        // Alice edits, then recalls, her last message.
+        s.type_line("/edit hello again bob");
+        s.wait_for("hello again bob (edited)").await;
+        s.type_line("/recall");
+        s.wait_for("alice: (recalled)").await;
 
         // A group, then news in the direct conversation shows as unread.
         s.type_line("/group team bob");

@@ -19,8 +19,11 @@ use tokenim_client::{Event, EventKind, MessageStatus, StatusChange, event_text};
 use super::clock;
 
 /// The help shown at the bottom of the chat.
-pub const HELP: &str =
-    "Enter send · Tab switch pane · ↑↓ choose · /dm USER · /group TITLE USER... · /quit";
+pub const HELP: &str = "Enter send · Tab pane · ↑↓ choose · /dm USER · /group TITLE USER... · \
+     /edit TEXT · /recall · /quit";
+
+/// How long a `typing` notice shows.
+pub const TYPING_SHOWN_MS: i64 = 5_000;
 
 fn ctrl(k: &KeyEvent, c: char) -> bool {
     k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char(c)
@@ -128,9 +131,29 @@ pub enum Focus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Open(String),
-    Send { conv_id: String, text: String },
+    Send {
+        conv_id: String,
+        text: String,
+    },
     Direct(String),
-    Group { title: String, members: Vec<String> },
+    Group {
+        title: String,
+        members: Vec<String>,
+    },
+    /// Replaces the text of the user's message at `seq`.
+    Edit {
+        conv_id: String,
+        seq: u64,
+        text: String,
+    },
+    /// Recalls the user's message at `seq`.
+    Recall {
+        conv_id: String,
+        seq: u64,
+    },
+    /// The user typed in the open conversation (the loop rate-limits the
+    /// `typing` notices it sends).
+    Typing(String),
     Quit,
 }
 
@@ -153,6 +176,8 @@ pub struct ConvItem {
     pub title: String,
     pub unread: u64,
     pub last_seq: u64,
+    /// The other user of a direct conversation (whose presence shows).
+    pub peer: Option<String>,
 }
 
 /// What the event loop must do after an event was applied.
@@ -178,6 +203,12 @@ pub struct ChatState {
     pub focus: Focus,
     pub status: String,
     pub online: bool,
+    /// Who is typing where, until when (ms).
+    pub typing: HashMap<String, (String, i64)>,
+    /// Whether watched users are online.
+    pub presence: HashMap<String, bool>,
+    /// The time the screen is drawn at (ms), set by the event loop.
+    pub now_ms: i64,
 }
 
 impl ChatState {
@@ -196,6 +227,9 @@ impl ChatState {
             focus: Focus::Input,
             status: String::new(),
             online: false,
+            typing: HashMap::new(),
+            presence: HashMap::new(),
+            now_ms: 0,
         }
     }
 
@@ -276,6 +310,9 @@ impl ChatState {
             }
             (Focus::Input, KeyCode::Char(c)) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
                 self.input.push(c);
+                if !self.input.starts_with('/') {
+                    return self.open.clone().map(Action::Typing);
+                }
             }
             (Focus::Input, KeyCode::Backspace) => {
                 self.input.pop();
@@ -284,6 +321,30 @@ impl ChatState {
             _ => {}
         }
         None
+    }
+
+    /// The open conversation and the seq of the user's last message in it
+    /// that is committed and not recalled.
+    fn last_own(&self) -> Option<(String, u64)> {
+        let conv = self.open.clone()?;
+        let seq = self
+            .msgs
+            .get(&conv)?
+            .iter()
+            .rev()
+            .find(|m| m.sender == self.me && !m.system && m.text != "(recalled)")
+            .and_then(|m| m.seq)?;
+        Some((conv, seq))
+    }
+
+    /// Someone is typing in `conv_id`.
+    pub fn on_typing(&mut self, conv_id: &str, user_id: &str, now_ms: i64) {
+        if user_id != self.me {
+            self.typing.insert(
+                conv_id.to_owned(),
+                (user_id.to_owned(), now_ms + TYPING_SHOWN_MS),
+            );
+        }
     }
 
     fn submit(&mut self) -> Option<Action> {
@@ -317,6 +378,31 @@ impl ChatState {
                         }
                     }
                 }
+                Some("edit") => {
+                    let text = cmd["edit".len()..].trim();
+                    match self.last_own() {
+                        _ if text.is_empty() => {
+                            self.status = "usage: /edit NEW TEXT".into();
+                            None
+                        }
+                        Some((conv_id, seq)) => Some(Action::Edit {
+                            conv_id,
+                            seq,
+                            text: text.to_owned(),
+                        }),
+                        None => {
+                            self.status = "no message of yours here to edit".into();
+                            None
+                        }
+                    }
+                }
+                Some("recall") => match self.last_own() {
+                    Some((conv_id, seq)) => Some(Action::Recall { conv_id, seq }),
+                    None => {
+                        self.status = "no message of yours here to recall".into();
+                        None
+                    }
+                },
                 _ => {
                     self.status = HELP.into();
                     None
@@ -513,6 +599,12 @@ impl ChatState {
     pub fn on_event(&mut self, e: &Event) -> Effect {
         let mut fx = Effect::default();
         self.apply_event(e);
+        // Who sent has stopped typing.
+        if let Some(s) = &e.sender
+            && self.typing.get(&e.conv_id).is_some_and(|(who, _)| who == s)
+        {
+            self.typing.remove(&e.conv_id);
+        }
         let is_open = self.open.as_deref() == Some(&e.conv_id);
         match self.convs.iter_mut().find(|c| c.conv_id == e.conv_id) {
             None => fx.unknown_conv = true,
@@ -659,7 +751,12 @@ impl ChatState {
             .as_ref()
             .and_then(|o| self.convs.iter().find(|c| &c.conv_id == o))
             .map_or(" no conversation open ".to_owned(), |c| {
-                format!(" {} ", c.title)
+                let seen = c.peer.as_ref().and_then(|p| self.presence.get(p));
+                match seen {
+                    Some(true) => format!(" {} · online ", c.title),
+                    Some(false) => format!(" {} · offline ", c.title),
+                    None => format!(" {} ", c.title),
+                }
             });
         let block = Block::default().borders(Borders::ALL).title(title);
         let inner = block.inner(area);
@@ -701,6 +798,17 @@ impl ChatState {
             for chunk in wrap(&text, width) {
                 lines.push(Line::from(Span::styled(chunk, style)));
             }
+        }
+        let typing = self
+            .open
+            .as_ref()
+            .and_then(|o| self.typing.get(o))
+            .filter(|(_, until)| *until > self.now_ms);
+        if let Some((who, _)) = typing {
+            lines.push(Line::from(Span::styled(
+                format!("{} is typing…", self.name(who)),
+                Style::default().fg(Color::DarkGray),
+            )));
         }
         let skip = lines.len().saturating_sub(inner.height as usize);
         let shown: Vec<Line> = lines.into_iter().skip(skip).collect();
@@ -789,6 +897,7 @@ mod tests {
                 conv_id: id.into(),
                 title: title.into(),
                 unread,
+                peer: None,
                 last_seq: 0,
             });
         }
@@ -834,6 +943,7 @@ mod tests {
             conv_id: "c1".into(),
             title: "bob".into(),
             unread: 0,
+            peer: None,
             last_seq: 3,
         });
         st.open_conv("c1");
@@ -887,6 +997,7 @@ mod tests {
             conv_id: "c1".into(),
             title: "bob".into(),
             unread: 3,
+            peer: None,
             last_seq: 3,
         });
         st.on_key(key(KeyCode::Tab));
@@ -916,6 +1027,7 @@ mod tests {
             conv_id: "c1".into(),
             title: "bob".into(),
             unread: 1,
+            peer: None,
             last_seq: 1,
         });
         // The first sync hands over seq 1 again: still one unread.
