@@ -625,6 +625,38 @@ test('a message over the limit shows the limit and is not sent', async () => {
   await myMsg(pa, 'short again').waitFor();
 });
 
+test('a conversation with 150 unread opens at a "New messages" divider', async () => {
+  // Alice looks at the list, not the chat, while Bob writes 150 messages.
+  await pa.evaluate(() => { location.hash = ''; });
+  await pa.locator('body:not(.chat-open)').waitFor();
+  const bobToken = await tokenOf(pb);
+  for (let i = 1; i <= 150; i++) {
+    await api(server, 'POST', `/conversations/${directConvId}/messages`, bobToken, {
+      client_msg_id: `unread-${i}`,
+      content: { type: 'text', text: `Unread number ${i}.` },
+    });
+  }
+  await pa.locator('.conv-item', { has: pa.locator('.badge', { hasText: '99+' }) }).waitFor();
+  await openFromList(pa, U.bob.name);
+  const divider = pa.locator('#unread-divider');
+  await divider.waitFor();
+  const inView = (loc) => loc.evaluate((el) => {
+    const box = document.querySelector('#messages').getBoundingClientRect();
+    const r = el.getBoundingClientRect();
+    return r.bottom > box.top && r.top < box.bottom;
+  });
+  const first = theirMsg(pa, 'Unread number 1.');
+  await first.waitFor();
+  assert.ok(await inView(divider), 'the divider is in view');
+  assert.ok(await inView(first), 'the first unread message is in view');
+  assert.ok(!(await inView(theirMsg(pa, 'Unread number 150.'))), 'it opens at the first unread, not the end');
+  // The divider sits right above the first unread message.
+  assert.equal(await divider.evaluate((el) => el.nextElementSibling.textContent.includes('Unread number 1.')), true);
+  // Answering clears it.
+  await sendText(pa, 'Read them all');
+  await divider.waitFor({ state: 'detached' });
+});
+
 test('edit and recall own messages', async () => {
   await sendText(pa, 'The meeting is at 3pm');
   await theirMsg(pb, 'The meeting is at 3pm').waitFor();

@@ -10,6 +10,7 @@
   const TYPING_SEND_MS = 3000; // send `typing` at most this often
   const TYPING_SHOW_MS = 5000; // show "X is typing…" this long
   const PAGE = 50; // history page size
+  const UNREAD_REACH = 1000; // history loaded back to the first unread, at most this far
   const SYNC_LIMIT = 200;
   const ACK_DELAY_MS = 250; // batch cumulative acks
   const GAP_SYNC_DELAY_MS = 400;
@@ -1065,7 +1066,7 @@
       if (evs.length) c.histFrom = c.histFrom == null ? evs[0].seq : Math.min(c.histFrom, evs[0].seq);
       else if (c.histFrom == null) c.histFrom = c.last_seq + 1;
       c.hasOlder = c.histFrom > 1;
-      if (!older) S.stickBottom = true;
+      if (!older) S.stickBottom = !S.scrollToUnread;
     } catch (e) {
       c.histError = e.code === 'network' ? 'offline' : e.message;
     } finally {
@@ -1075,6 +1076,12 @@
     if (S.openId === c.id) {
       maybeSendRead(c);
       checkReceipts(c);
+      // Older pages until the first unread message is here (at most
+      // UNREAD_REACH messages back).
+      const want = c.unreadFrom;
+      if (want != null && c.hasOlder && c.histFrom > want && c.last_seq - c.histFrom < UNREAD_REACH && !c.histError) {
+        loadHistory(c, true);
+      }
     }
   }
 
@@ -1418,6 +1425,10 @@
     document.body.classList.toggle('chat-open', !!id);
     const c = id ? getConv(id) : null;
     if (c) {
+      // Where the unread messages start (before opening marks them read):
+      // a "New messages" divider goes there and the view opens on it.
+      c.unreadFrom = c.unread > 0 ? c.read_seq + 1 : null;
+      S.scrollToUnread = c.unreadFrom != null;
       if (c.stub && S.session) fetchConvSoon(id);
       if (c.histFrom == null) loadHistory(c);
       maybeSendRead(c);
@@ -1555,6 +1566,10 @@
         nodes.push(cachedEl(dk, fmtDay(it.ts), () => h('div', { class: 'day-sep' }, h('span', null, fmtDay(it.ts)))));
         keep.add(dk);
       }
+      if (c.unreadFrom != null && !keep.has('unread-div') && it.seq >= c.unreadFrom && it.sender !== myId()) {
+        nodes.push(cachedEl('unread-div', 'new', () => h('div', { class: 'unread-div', id: 'unread-divider', role: 'separator' }, h('span', null, 'New messages'))));
+        keep.add('unread-div');
+      }
       if (it.kind === 'notice') {
         nodes.push(cachedEl(it.key, it.text, () => h('div', { class: 'notice', dataset: { seq: it.seq } }, h('span', null, it.text))));
       } else {
@@ -1579,7 +1594,18 @@
       else list.insertBefore(n, cur);
     }
 
-    if (S.stickBottom || atBottom) {
+    const reaching = c.unreadFrom != null && c.hasOlder && c.histFrom > c.unreadFrom && c.last_seq - c.histFrom < UNREAD_REACH;
+    const waiting = c.histFrom == null || c.loadingHist || (reaching && !c.histError);
+    if (S.scrollToUnread && waiting) {
+      // Still loading back to the first unread message: stay put.
+    } else if (S.scrollToUnread) {
+      // Opened with unread messages: the first of them at the top (or the
+      // end, when they are gone or too far back).
+      const divider = S.msgEls.get('unread-div');
+      box.scrollTop = divider ? Math.max(0, divider.offsetTop - 8) : box.scrollHeight;
+      S.scrollToUnread = false;
+      S.stickBottom = false;
+    } else if (S.stickBottom || atBottom) {
       box.scrollTop = box.scrollHeight;
       S.stickBottom = false;
     } else if (anchor && S.msgEls.get(anchor.key)) {
@@ -1767,6 +1793,7 @@
       cancelEdit();
     } else {
       enqueue({ conv_id: c.id, op: 'send', content: { type: 'text', text } });
+      c.unreadFrom = null;
       input.value = '';
       S.stickBottom = true;
     }
