@@ -404,13 +404,16 @@ test('a reload keeps the session and shows the history; old history scrolls back
   await theirMsg(tab, 'Here is the agenda').waitFor();
   await myMsg(tab, 'Are we still on for lunch', 'read').waitFor();
 
-  // Long history: Bob writes 130 messages into a new group with Alice over HTTP.
+  // Long history: Bob writes 130 messages into a new group over HTTP, then
+  // adds Alice (so they are history to her, not unread: unread messages
+  // open at their first one, tested below).
   const bobToken = await tokenOf(pb);
   const me = await api(server, 'GET', '/me', await tokenOf(pa));
-  const conv = await api(server, 'POST', '/conversations', bobToken, { type: 'group', title: 'Archive', members: [me.user_id] });
+  const conv = await api(server, 'POST', '/conversations', bobToken, { type: 'group', title: 'Archive', members: [] });
   for (let i = 1; i <= 130; i++) {
     await api(server, 'POST', `/conversations/${conv.conv_id}/messages`, bobToken, { client_msg_id: `hist-${i}`, content: { type: 'text', text: `history line ${i}.` } });
   }
+  await api(server, 'POST', `/conversations/${conv.conv_id}/members`, bobToken, { user_ids: [me.user_id] });
   await openFromList(tab, 'Archive');
   await theirMsg(tab, 'history line 130.').waitFor();
   assert.equal(await theirMsg(tab, 'history line 1.').count(), 0, 'the first page is not the whole history');
@@ -557,7 +560,7 @@ test('phone-sized screen: login, list, chat and back', async () => {
   await pp.locator('#auth-form').waitFor();
   await shot(pp, 'phone-login.png');
   await login(pp, U.bob.username);
-  await pp.locator('.conv-item', { hasText: U.alice.name }).waitFor();
+  await pp.locator('.conv-item', { has: pp.locator('.conv-title', { hasText: U.alice.name }) }).waitFor();
   await pp.locator('.conv-item', { hasText: 'Weekend hike' }).waitFor();
   assert.equal(await pp.locator('.chat').isVisible(), false, 'only the list on a phone');
   await shot(pp, 'phone-conversations.png');
@@ -578,7 +581,7 @@ test('phone-sized screen: login, list, chat and back', async () => {
 
   await pp.click('#back-btn');
   await pp.locator('.sidebar').waitFor();
-  await pp.locator('.conv-item', { hasText: U.alice.name }).waitFor();
+  await pp.locator('.conv-item', { has: pp.locator('.conv-title', { hasText: U.alice.name }) }).waitFor();
   await openFromList(pp, 'Weekend hike');
   await theirMsg(pp, 'snacks and coffee').waitFor();
   await shot(pp, 'phone-chat.png');
