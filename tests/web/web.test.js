@@ -660,6 +660,57 @@ test('a conversation with 150 unread opens at a "New messages" divider', async (
   await divider.waitFor({ state: 'detached' });
 });
 
+test('desktop notifications: asked with the bell, shown for a chat not being read, open it', async () => {
+  // A recording stand-in for the browser's Notification (headless Chromium
+  // shows none): permission starts undecided, the bell grants it.
+  const pn = await newPage(DESKTOP, {
+    name: 'alice-notify',
+    beforeLoad: (ctx) => ctx.addInitScript(() => {
+      window.__notes = [];
+      class FakeNotification {
+        constructor(title, opts) {
+          this.title = title;
+          this.body = opts.body;
+          this.tag = opts.tag;
+          window.__notes.push(this);
+        }
+        close() { this.closed = true; }
+      }
+      FakeNotification.permission = 'default';
+      FakeNotification.requestPermission = async () => {
+        FakeNotification.permission = 'granted';
+        return 'granted';
+      };
+      window.Notification = FakeNotification;
+    }),
+  });
+  await login(pn, U.alice.username);
+  const bell = pn.locator('#notify-btn');
+  await bell.waitFor();
+  await bell.click();
+  await bell.waitFor({ state: 'hidden' });
+  // Alice reads the list, not the chat; Bob writes.
+  assert.equal(await pn.evaluate(() => window.__notes.length), 0);
+  await api(server, 'POST', `/conversations/${directConvId}/messages`, await tokenOf(pb), {
+    client_msg_id: 'notify-1',
+    content: { type: 'text', text: 'Are you coming?' },
+  });
+  await pn.waitForFunction(() => window.__notes.length === 1);
+  const note = await pn.evaluate(() => ({ title: window.__notes[0].title, body: window.__notes[0].body, tag: window.__notes[0].tag }));
+  assert.deepEqual(note, { title: U.bob.name, body: 'Are you coming?', tag: directConvId });
+  // Clicking it opens the conversation.
+  await pn.evaluate(() => window.__notes[0].onclick());
+  await pn.locator('#chat-title', { hasText: U.bob.name }).waitFor();
+  // While she reads it, new messages raise none.
+  await api(server, 'POST', `/conversations/${directConvId}/messages`, await tokenOf(pb), {
+    client_msg_id: 'notify-2',
+    content: { type: 'text', text: 'See you there' },
+  });
+  await theirMsg(pn, 'See you there').waitFor();
+  assert.equal(await pn.evaluate(() => window.__notes.length), 1);
+  await pn.context().close();
+});
+
 test('edit and recall own messages', async () => {
   await sendText(pa, 'The meeting is at 3pm');
   await theirMsg(pb, 'The meeting is at 3pm').waitFor();

@@ -27,6 +27,7 @@
 
   // Static SVG icons (constant markup, never user content).
   const ICONS = {
+    bell: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M18 8a6 6 0 0 0-12 0c0 7-3 9-3 9h18s-3-2-3-9"/><path d="M13.7 21a2 2 0 0 1-3.4 0"/></svg>',
     plus: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"><path d="M12 5v14M5 12h14"/></svg>',
     logout: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M9 21H5a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2h4"/><path d="M16 17l5-5-5-5M21 12H9"/></svg>',
     back: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2.2" stroke-linecap="round" stroke-linejoin="round"><path d="M15 18l-6-6 6-6"/></svg>',
@@ -460,7 +461,10 @@
     applyEvent(c, ev, 0);
     if (ev.kind === 'message' && ev.sender !== myId()) {
       if (ev.sender) c.typing.delete(ev.sender);
-      if (source === 'push' && !isReading(c)) c.unread += 1;
+      if (source === 'push' && !isReading(c)) {
+        c.unread += 1;
+        notify(c, ev);
+      }
     }
     if (c.above.size) scheduleGapSync();
     scheduleAck();
@@ -537,6 +541,40 @@
     if (isReading(c)) maybeSendRead(c);
     saveCacheSoon();
     invalidate();
+  }
+
+  // ------------------------------------------------------------------
+  // Desktop notifications: asked for with the bell button (never on load),
+  // shown for messages in conversations the user is not reading.
+  // ------------------------------------------------------------------
+  function notifySupported() {
+    return typeof window.Notification === 'function';
+  }
+
+  function renderNotifyBtn() {
+    $('#notify-btn').hidden = !notifySupported() || Notification.permission !== 'default';
+  }
+
+  async function askNotify() {
+    if (!notifySupported()) return;
+    try {
+      await Notification.requestPermission();
+    } finally {
+      renderNotifyBtn();
+    }
+  }
+
+  function notify(c, ev) {
+    if (!notifySupported() || Notification.permission !== 'granted') return;
+    if (c.notifications && c.notifications.level === 'none' && !(c.notifications.until && c.notifications.until < Date.now())) return;
+    const text = contentText(ev.content);
+    const body = c.type === 'group' && ev.sender ? `${userName(ev.sender)}: ${text}` : text;
+    const n = new Notification(convTitle(c), { body: body.length > 200 ? body.slice(0, 199) + '…' : body, tag: c.id });
+    n.onclick = () => {
+      window.focus();
+      location.hash = '#c=' + encodeURIComponent(c.id);
+      n.close();
+    };
   }
 
   function isReading(c) {
@@ -2117,6 +2155,9 @@
   // Wiring
   // ------------------------------------------------------------------
   function init() {
+    $('#notify-btn').append(icon('bell'));
+    $('#notify-btn').addEventListener('click', askNotify);
+    renderNotifyBtn();
     $('#new-chat-btn').append(icon('plus'));
     $('#logout-btn').append(icon('logout'));
     $('#back-btn').append(icon('back'));
