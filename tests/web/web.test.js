@@ -711,6 +711,63 @@ test('desktop notifications: asked with the bell, shown for a chat not being rea
   await pn.context().close();
 });
 
+test('group details: rename, add, roles, remove, leave; block in a direct chat', async () => {
+  const aliceToken = await tokenOf(pa);
+  const bob = await api(server, 'GET', '/me', await tokenOf(pb));
+  await api(server, 'POST', '/conversations', aliceToken, { type: 'group', title: 'Book club', members: [bob.user_id] });
+  await openFromList(pa, 'Book club');
+  await pa.click('#info-btn');
+  const members = pa.locator('#info-members');
+  const row = (name) => members.locator('.info-member', { hasText: name });
+  await row(U.bob.name).waitFor();
+  assert.match(await row(U.alice.name).textContent(), /owner/);
+
+  await pa.fill('#info-rename', 'Book club II');
+  await pa.click('#info-rename-btn');
+  await pb.locator('.conv-item .conv-title', { hasText: 'Book club II' }).waitFor();
+
+  await pa.fill('#info-add', U.carol.username);
+  await pa.press('#info-add', 'Enter');
+  await row(U.carol.name).waitFor();
+  await pc.locator('.conv-item .conv-title', { hasText: 'Book club II' }).waitFor();
+
+  await row(U.bob.name).locator('button', { hasText: 'Make admin' }).click();
+  await row(U.bob.name).locator('.role', { hasText: 'admin' }).waitFor();
+
+  await row(U.carol.name).locator('button', { hasText: 'Remove' }).click();
+  await row(U.carol.name).waitFor({ state: 'detached' });
+  await pc.locator('.conv-item .conv-title', { hasText: 'Book club II' }).waitFor({ state: 'detached' });
+  // A refused action says why (the owner cannot be removed by anyone).
+  await pa.click('#info-done');
+
+  // Bob leaves from his own details.
+  await openFromList(pb, 'Book club II');
+  await pb.click('#info-btn');
+  await pb.locator('#info-leave').click();
+  await pb.locator('#info-dialog').waitFor({ state: 'hidden' });
+  await pb.locator('.conv-item .conv-title', { hasText: 'Book club II' }).waitFor({ state: 'detached' });
+
+  // Alice blocks Bob in their direct chat: his sends are refused until she unblocks.
+  await openFromList(pa, U.bob.name);
+  await pa.click('#info-btn');
+  await pa.locator('#info-block', { hasText: 'Block' }).click();
+  await pa.locator('#info-block', { hasText: 'Unblock' }).waitFor();
+  const post = (id) => fetch(`${server.base}/v1/conversations/${directConvId}/messages`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${bobToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ client_msg_id: id, content: { type: 'text', text: 'blocked?' } }),
+  });
+  const bobToken = await tokenOf(pb);
+  assert.equal((await post('blocked-1')).status, 403);
+  await pa.locator('#info-block', { hasText: 'Unblock' }).click();
+  await pa.locator('#info-block', { hasText: /^Block$/ }).waitFor();
+  assert.equal((await post('blocked-2')).status, 201);
+  await pa.click('#info-done');
+  // Both back in their direct chat, as the next tests expect.
+  await openFromList(pb, U.alice.name);
+  await theirMsg(pa, 'blocked?').waitFor();
+});
+
 test('edit and recall own messages', async () => {
   await sendText(pa, 'The meeting is at 3pm');
   await theirMsg(pb, 'The meeting is at 3pm').waitFor();

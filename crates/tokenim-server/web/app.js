@@ -27,6 +27,7 @@
 
   // Static SVG icons (constant markup, never user content).
   const ICONS = {
+    info: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"><circle cx="12" cy="12" r="9"/><path d="M12 11v6M12 7.5v.5"/></svg>',
     bell: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M18 8a6 6 0 0 0-12 0c0 7-3 9-3 9h18s-3-2-3-9"/><path d="M13.7 21a2 2 0 0 1-3.4 0"/></svg>',
     plus: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round"><path d="M12 5v14M5 12h14"/></svg>',
     logout: '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><path d="M9 21H5a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2h4"/><path d="M16 17l5-5-5-5M21 12H9"/></svg>',
@@ -198,6 +199,7 @@
     convs: new Map(), // conv_id -> conv (see newConv)
     users: new Map(), // user_id -> {user_id, username, display_name}
     userFetch: new Map(), // user_id -> Promise
+    blocked: new Set(), // user IDs blocked from this page
     presence: new Map(), // user_id -> {online, last_seen}
     presenceKey: '',
     openId: null,
@@ -541,6 +543,120 @@
     if (isReading(c)) maybeSendRead(c);
     saveCacheSoon();
     invalidate();
+  }
+
+  // ------------------------------------------------------------------
+  // Conversation details: members and roles; for admins rename, add and
+  // remove; for the owner roles; leave a group; block a direct peer.
+  // ------------------------------------------------------------------
+  let infoMembers = [];
+
+  async function openInfo() {
+    const c = S.openId ? S.convs.get(S.openId) : null;
+    if (!c) return;
+    $('#info-error').textContent = '';
+    $('#info-add').value = '';
+    const d = $('#info-dialog');
+    if (!d.open) d.showModal();
+    await refreshInfo(c);
+  }
+
+  async function refreshInfo(c) {
+    try {
+      const r = await api('GET', `/conversations/${encodeURIComponent(c.id)}/members?limit=1000`);
+      infoMembers = r.members || [];
+      for (const m of infoMembers) ensureUser(m.user_id);
+      await Promise.all(infoMembers.map((m) => S.userFetch.get(m.user_id)).filter(Boolean));
+    } catch (e) {
+      $('#info-error').textContent = e.message;
+    }
+    renderInfo(c);
+  }
+
+  function renderInfo(c) {
+    const me = infoMembers.find((m) => m.user_id === myId());
+    const myRole = me ? me.role : 'member';
+    const admin = c.type === 'group' && (myRole === 'admin' || myRole === 'owner');
+    $('#info-title').textContent = convTitle(c);
+    $('#info-rename-row').hidden = !admin;
+    if (admin && document.activeElement !== $('#info-rename')) $('#info-rename').value = c.title || '';
+    $('#info-add-row').hidden = !admin;
+    $('#info-leave').hidden = c.type !== 'group';
+    const peer = peerOf(c);
+    $('#info-block').hidden = !peer;
+    $('#info-block').textContent = peer && S.blocked.has(peer) ? 'Unblock' : 'Block';
+    $('#info-members').replaceChildren(...infoMembers.map((m) => {
+      const row = h('li', { class: 'info-member', dataset: { userId: m.user_id } },
+        h('span', { class: 'name', dir: 'auto' }, m.user_id === myId() ? `${userName(m.user_id)} (you)` : userName(m.user_id)),
+        h('span', { class: 'role' }, m.role));
+      if (c.type === 'group' && m.user_id !== myId() && m.role !== 'owner') {
+        if (myRole === 'owner') {
+          const to = m.role === 'admin' ? 'member' : 'admin';
+          row.append(h('button', { type: 'button', class: 'btn', onclick: () => infoAct(c, 'PUT', `/members/${encodeURIComponent(m.user_id)}/role`, { role: to }) }, to === 'admin' ? 'Make admin' : 'Make member'));
+        }
+        if (admin) row.append(h('button', { type: 'button', class: 'btn danger', onclick: () => infoAct(c, 'DELETE', `/members/${encodeURIComponent(m.user_id)}`) }, 'Remove'));
+      }
+      return row;
+    }));
+  }
+
+  /** One management call on the conversation, then the details again. */
+  async function infoAct(c, method, sub, body) {
+    $('#info-error').textContent = '';
+    try {
+      await api(method, `/conversations/${encodeURIComponent(c.id)}${sub}`, body);
+    } catch (e) {
+      $('#info-error').textContent = e.message;
+      return false;
+    }
+    await refreshInfo(c);
+    return true;
+  }
+
+  async function infoRename() {
+    const c = S.convs.get(S.openId);
+    const title = $('#info-rename').value.trim();
+    if (c && title) await infoAct(c, 'PATCH', '', { title });
+  }
+
+  async function infoAdd() {
+    const c = S.convs.get(S.openId);
+    const name = $('#info-add').value.trim().toLowerCase();
+    if (!c || !name) return;
+    $('#info-error').textContent = '';
+    try {
+      const r = await api('GET', `/users?username=${encodeURIComponent(name)}`);
+      const u = (r.users || [])[0];
+      if (!u) {
+        $('#info-error').textContent = `No user named ${name}.`;
+        return;
+      }
+      S.users.set(u.user_id, u);
+      if (await infoAct(c, 'POST', '/members', { user_ids: [u.user_id] })) $('#info-add').value = '';
+    } catch (e) {
+      $('#info-error').textContent = e.message;
+    }
+  }
+
+  async function infoLeave() {
+    const c = S.convs.get(S.openId);
+    if (!c || !confirm(`Leave ${convTitle(c)}?`)) return;
+    if (await infoAct(c, 'DELETE', `/members/${encodeURIComponent(myId())}`)) $('#info-dialog').close();
+  }
+
+  async function infoBlock() {
+    const c = S.convs.get(S.openId);
+    const peer = c && peerOf(c);
+    if (!peer) return;
+    const on = !S.blocked.has(peer);
+    try {
+      await api(on ? 'PUT' : 'DELETE', `/blocks/${encodeURIComponent(peer)}`);
+      if (on) S.blocked.add(peer);
+      else S.blocked.delete(peer);
+    } catch (e) {
+      $('#info-error').textContent = e.message;
+    }
+    renderInfo(c);
   }
 
   // ------------------------------------------------------------------
@@ -2086,7 +2202,7 @@
     }
     S.timers = {};
     Object.assign(S, {
-      session: null, me: null, convs: new Map(), users: new Map(), userFetch: new Map(),
+      session: null, me: null, convs: new Map(), users: new Map(), userFetch: new Map(), blocked: new Set(),
       presence: new Map(), presenceKey: '', openId: null, outbox: [], cursors: {}, conn: 'offline',
       attempt: 0, pending: new Map(), synced: false, syncing: false, listLoaded: false, editing: null,
       msgEls: new Map(), renderedConv: null,
@@ -2155,6 +2271,21 @@
   // Wiring
   // ------------------------------------------------------------------
   function init() {
+    $('#info-btn').append(icon('info'));
+    $('#info-close').append(icon('x'));
+    $('#info-btn').addEventListener('click', openInfo);
+    $('#info-close').addEventListener('click', () => $('#info-dialog').close());
+    $('#info-done').addEventListener('click', () => $('#info-dialog').close());
+    $('#info-rename-btn').addEventListener('click', infoRename);
+    $('#info-add-btn').addEventListener('click', infoAdd);
+    $('#info-add').addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') {
+        e.preventDefault();
+        infoAdd();
+      }
+    });
+    $('#info-leave').addEventListener('click', infoLeave);
+    $('#info-block').addEventListener('click', infoBlock);
     $('#notify-btn').append(icon('bell'));
     $('#notify-btn').addEventListener('click', askNotify);
     renderNotifyBtn();
