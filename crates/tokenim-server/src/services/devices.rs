@@ -73,10 +73,7 @@ impl Devices {
         if body.token.is_empty() || body.token.len() > 4096 {
             return Err(Error::bad_request("token must be 1-4096 bytes"));
         }
-        let target = tokenim_store::PushTarget {
-            provider: body.provider,
-            token: body.token,
-        };
+        let target = tokenim_store::PushTarget::new(&body.provider, &body.token);
         Ok(self
             .store
             .set_push_token(&a.user_id, &a.device_id, Some(target))
