@@ -542,9 +542,10 @@ async fn push_token(
 async fn set_push(
     State(app): State<Arc<AppState>>,
     Auth(a): Auth,
-    JsonBody(body): JsonBody<PushRegistration>,
+    JsonBody(body): JsonBody<serde_json::Value>,
 ) -> ApiResult<StatusCode> {
-    app.devices.set_push(&a, body).await?;
+    let reg = crate::push::register::parse(&body)?;
+    app.devices.set_push(&a, reg).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -16,6 +16,60 @@ use super::credentials::PushProviders;
 /// Longest token (and Web Push endpoint) accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
+/// Reads a registration body field by field, so that a wrong one is named
+/// (serde's messages for a tagged enum lose the field's name).
+pub fn parse(body: &serde_json::Value) -> Result<PushRegistration> {
+    use tokenim_proto::{ApnsEnvironment, WebPushKeys};
+    let bad = |m: &str| Error::bad_request(m.to_owned());
+    let Some(obj) = body.as_object() else {
+        return Err(bad("the body must be a JSON object"));
+    };
+    let text = |o: &serde_json::Map<String, serde_json::Value>, name: &str, what: &str| match o
+        .get(name)
+    {
+        Some(serde_json::Value::String(s)) => Ok(s.clone()),
+        _ => Err(Error::bad_request(format!("{what} must be a string"))),
+    };
+    let provider = obj.get("provider").and_then(|p| p.as_str()).unwrap_or("");
+    Ok(match provider {
+        "apns" => PushRegistration::Apns {
+            token: text(obj, "token", "token")?,
+            environment: match obj.get("environment") {
+                None | Some(serde_json::Value::Null) => ApnsEnvironment::Production,
+                Some(v) if v == "production" => ApnsEnvironment::Production,
+                Some(v) if v == "sandbox" => ApnsEnvironment::Sandbox,
+                Some(_) => return Err(bad("environment must be production or sandbox")),
+            },
+        },
+        "fcm" => PushRegistration::Fcm {
+            token: text(obj, "token", "token")?,
+        },
+        "webhook" => PushRegistration::Webhook {
+            token: text(obj, "token", "token")?,
+        },
+        "webpush" => {
+            let Some(sub) = obj.get("subscription").and_then(|s| s.as_object()) else {
+                return Err(bad("subscription must be an object with endpoint and keys"));
+            };
+            let Some(keys) = sub.get("keys").and_then(|k| k.as_object()) else {
+                return Err(bad(
+                    "subscription.keys must be an object with p256dh and auth",
+                ));
+            };
+            PushRegistration::Webpush {
+                subscription: WebPushSubscription {
+                    endpoint: text(sub, "endpoint", "subscription.endpoint")?,
+                    keys: WebPushKeys {
+                        p256dh: text(keys, "p256dh", "subscription.keys.p256dh")?,
+                        auth: text(keys, "auth", "subscription.keys.auth")?,
+                    },
+                },
+            }
+        }
+        _ => return Err(bad("provider must be apns, fcm, webpush or webhook")),
+    })
+}
+
 /// The store's target for `reg`, or why it is refused.
 pub fn target(reg: &PushRegistration, providers: &PushProviders) -> Result<PushTarget> {
     let unconfigured = |p: &str| {
