@@ -447,6 +447,16 @@ async fn notification_levels_read_back_through_the_conversation() {
     let r = set(&alice, json!({"level": "none", "until": later})).await;
     assert_eq!(r.status, 204, "{:?}", r.body);
     assert_eq!(get(&alice).await, ("none".to_owned(), json!(later)));
+    // Sending (which moves the sender's read marker) keeps the level.
+    let r = alice
+        .http
+        .post(
+            &format!("{path}/messages"),
+            json!({"client_msg_id": "n1", "content": {"type": "text", "text": "hi"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(get(&alice).await, ("none".to_owned(), json!(later)));
     // The list shows it too.
     let list = alice.http.get("/v1/conversations").await.body;
     let mine = list["conversations"]
