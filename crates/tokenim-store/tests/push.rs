@@ -195,3 +195,39 @@ fn records_from_before_push_setup_read_back() {
     assert!(!format!("{t:?}").contains("secret-token"));
     assert_eq!(t.token_tail(), "123456");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_of_one_token_leave_exactly_one_holder() {
+    let place = common::Place::new().await;
+    let store = place.open().await;
+    let devices: Vec<String> = (0..8).map(|i| format!("d{i}")).collect();
+    for d in &devices {
+        device(&store, "u", d).await;
+    }
+    let tasks: Vec<_> = devices
+        .iter()
+        .map(|d| {
+            let (store, d) = (store.clone(), d.clone());
+            tokio::spawn(async move {
+                store
+                    .set_push_token("u", &d, Some(PushTarget::new("fcm", "raced")))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let mut holders = Vec::new();
+    for d in &devices {
+        if push_of(&store, "u", d).await.is_some() {
+            holders.push(d.clone());
+        }
+    }
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(
+        store.push_device("fcm", "raced").await.unwrap(),
+        Some(("u".to_owned(), holders[0].clone()))
+    );
+    store.shutdown().await;
+}

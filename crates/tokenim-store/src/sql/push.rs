@@ -12,11 +12,17 @@ pub(crate) const CLEAR_USER: &str = "UPDATE devices SET push_provider = NULL, pu
      push_environment = NULL, push_p256dh = NULL, push_auth = NULL, push_key = NULL \
      WHERE user_id = ? AND push_provider IS NOT NULL";
 
+/// Rounds before a registration that keeps losing races gives up: each
+/// round some contender commits, so this bounds the contenders for one
+/// token, far above the two a real phone handover makes.
+const ROUNDS: u32 = 24;
+
 /// Sets or drops a device's registration. With a token, first takes it from
-/// whichever other device holds it (found by `push_key`). Two devices
-/// registering one token at once: the unique index makes the later
-/// transaction fail, and its next round sees the winner and takes the token
-/// from it, so the last registration wins.
+/// whichever other device holds it (found by `push_key`). Devices
+/// registering one token at once: the unique index makes all but one
+/// transaction fail; each loser waits a moment (jittered) and runs again,
+/// now seeing the winner and taking the token from it, so the last
+/// registration to commit holds it.
 pub(crate) async fn set(
     d: Dialect,
     pool: &AnyPool,
@@ -28,7 +34,10 @@ pub(crate) async fn set(
     loop {
         round += 1;
         match attempt(d, pool, user_id, device_id, target.as_ref()).await {
-            Err(Attempt::Sql(e)) if round < 5 && retryable(&e) => continue,
+            Err(Attempt::Sql(e)) if round < ROUNDS && retryable(&e) => {
+                let ms = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=2 + round as u64);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             Err(Attempt::Sql(e)) => return Err(engine(e)),
             Err(Attempt::NoDevice) => return Err(Error::not_found("no such device").into()),
             Ok(()) => return Ok(()),
