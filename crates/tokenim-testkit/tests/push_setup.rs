@@ -404,6 +404,14 @@ async fn logout_and_device_removal_drop_the_registration() {
     let r = register(&bob, json!({"provider": "fcm", "token": "t-tab"})).await;
     assert_eq!(r.status, 204);
     assert!(push_of(&s, &alice.id, "laptop").await.is_some());
+    // Deactivation drops every registration of the user (I1.2).
+    let backend = s.client().with_token("test-admin");
+    let r = backend
+        .delete(&format!("/v1/server/users/{}", alice.id))
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert!(push_of(&s, &alice.id, "laptop").await.is_none());
+    assert_eq!(store.push_device("fcm", "t-laptop").await.unwrap(), None);
 }
 
 fn notifications(conv: &Value) -> (String, Value) {
