@@ -9,6 +9,7 @@ pub mod clock;
 mod error;
 mod limits;
 pub mod perms;
+pub mod push;
 mod rate;
 pub mod sync;
 pub mod timeline;

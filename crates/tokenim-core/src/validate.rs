@@ -138,6 +138,9 @@ pub fn content(value: &Value, max_bytes: u64) -> Result<Content> {
             ));
         }
     }
+    if let Some(m) = obj.get("mentions") {
+        mentions(m)?;
+    }
     let compact = serde_json::to_string(value).expect("a JSON value serializes");
     if compact.len() as u64 > max_bytes {
         return Err(Error::too_large(format!(
@@ -146,6 +149,36 @@ pub fn content(value: &Value, max_bytes: u64) -> Result<Content> {
         )));
     }
     Ok(RawValue::from_string(compact).expect("compact JSON is valid JSON"))
+}
+
+/// Most user IDs in a message's `mentions`.
+pub const MAX_MENTIONS: usize = 100;
+
+/// `content.mentions` (PROTOCOL-INTEGRATION I-12): an array of at most
+/// [`MAX_MENTIONS`] user IDs (repeats allowed; they count once when
+/// deciding a push).
+pub fn mentions(value: &Value) -> Result<()> {
+    let Some(list) = value.as_array() else {
+        return Err(Error::bad_request(
+            "content.mentions must be an array of user IDs",
+        ));
+    };
+    if list.len() > MAX_MENTIONS {
+        return Err(Error::bad_request(format!(
+            "content.mentions holds at most {MAX_MENTIONS} user IDs"
+        )));
+    }
+    for v in list {
+        match v.as_str() {
+            Some(id) if opaque_id("user_id", id).is_ok() => {}
+            _ => {
+                return Err(Error::bad_request(
+                    "content.mentions must be an array of user IDs",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a list of user IDs in a request and removes duplicates, keeping
@@ -205,6 +238,20 @@ mod tests {
             content(&big, 100).unwrap_err().code,
             tokenim_proto::ErrorCode::TooLarge
         );
+        assert!(content(&json!({"type": "text", "mentions": ["u_a", "bob.1"]}), 100).is_ok());
+        assert!(content(&json!({"type": "text", "mentions": []}), 100).is_ok());
+        for bad in [
+            json!({"type": "text", "mentions": "u_a"}),
+            json!({"type": "text", "mentions": [1]}),
+            json!({"type": "text", "mentions": ["a b"]}),
+            json!({"type": "text", "mentions": [""]}),
+            json!({"type": "text", "mentions": null}),
+            json!({"type": "text", "mentions": vec!["u_a"; MAX_MENTIONS + 1]}),
+        ] {
+            let e = content(&bad, 10_000).expect_err(&bad.to_string());
+            assert_eq!(e.code, tokenim_proto::ErrorCode::BadRequest, "{bad}");
+            assert!(e.message.contains("mentions"), "{}", e.message);
+        }
         let c = content(&json!({"type" : "text",  "text": "a b"}), 100).unwrap();
         assert_eq!(c.get(), r#"{"text":"a b","type":"text"}"#);
     }

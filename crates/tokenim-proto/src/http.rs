@@ -148,6 +148,9 @@ pub struct Conversation {
     pub last_event: Option<Event>,
     pub created_at: i64,
     pub only_admins_send: bool,
+    /// The caller's notification level (PROTOCOL-INTEGRATION I2.1).
+    #[serde(default)]
+    pub notifications: Notifications,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,8 +206,86 @@ pub struct Receipts {
     pub unread_by: Vec<String>,
 }
 
+/// `PUT /v1/push-token`, the alias of [`PushRegistration`] without Web Push.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PushToken {
     pub provider: String,
     pub token: String,
+}
+
+/// `PUT /v1/devices/current/push` (PROTOCOL-INTEGRATION I2.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum PushRegistration {
+    Apns {
+        token: String,
+        #[serde(default)]
+        environment: ApnsEnvironment,
+    },
+    Fcm {
+        token: String,
+    },
+    Webpush {
+        subscription: WebPushSubscription,
+    },
+    Webhook {
+        token: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApnsEnvironment {
+    #[default]
+    Production,
+    Sandbox,
+}
+
+impl ApnsEnvironment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApnsEnvironment::Production => "production",
+            ApnsEnvironment::Sandbox => "sandbox",
+        }
+    }
+}
+
+/// A browser's `PushSubscription.toJSON()`; other fields (such as
+/// `expirationTime`) are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebPushSubscription {
+    pub endpoint: String,
+    pub keys: WebPushKeys,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebPushKeys {
+    pub p256dh: String,
+    pub auth: String,
+}
+
+/// `GET /v1/push/webpush-key`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebPushKey {
+    pub public_key: String,
+}
+
+/// Which messages of a conversation push to a member's offline devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyLevel {
+    #[default]
+    All,
+    Mentions,
+    None,
+}
+
+/// `"notifications"` of the conversation object, and the body of
+/// `PUT /v1/conversations/{conv_id}/notifications`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notifications {
+    pub level: NotifyLevel,
+    #[serde(default)]
+    pub until: Option<i64>,
 }

@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use tokenim_core::Limits;
 
+use crate::push::PushConfig;
+
 /// One API key of the app's backend (PROTOCOL-INTEGRATION I1.1).
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -181,6 +183,9 @@ pub struct Config {
     /// Load balancers whose `X-Forwarded-For` names the client (for the
     /// per-IP login limit); other peers are the client themselves.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// `[push]` and its provider tables (PROTOCOL-INTEGRATION I2); the key
+    /// files are read at start ([`crate::push::PushProviders::load`]).
+    pub push: PushConfig,
     pub limits: Limits,
 }
 
@@ -210,6 +215,7 @@ impl std::fmt::Debug for Config {
             .field("node_id", &self.node_id)
             .field("redis_prefix", &self.redis_prefix)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("push", &self.push)
             .field("limits", &self.limits)
             .finish()
     }
@@ -240,13 +246,14 @@ impl Default for Config {
             node_id: None,
             redis_prefix: "tokenim".to_owned(),
             trusted_proxies: Vec::new(),
+            push: PushConfig::default(),
             limits: Limits::default(),
         }
     }
 }
 
 /// The top-level settings, by their names in the file and after `TOKENIM_`.
-pub const SETTINGS: [&str; 22] = [
+pub const SETTINGS: [&str; 23] = [
     "listen",
     "data_dir",
     "tls_cert",
@@ -269,6 +276,7 @@ pub const SETTINGS: [&str; 22] = [
     "node_id",
     "redis_prefix",
     "trusted_proxies",
+    "push_preview",
 ];
 
 impl Config {
@@ -385,6 +393,8 @@ impl Config {
                 }
                 self.redis_prefix = value.into()
             }
+            // `[push] preview` in the file.
+            "push_preview" => self.push.preview = value.parse()?,
             other => bail!("unknown setting {other:?}"),
         }
         Ok(())

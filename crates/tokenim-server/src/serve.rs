@@ -182,6 +182,9 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server>
         })
     };
     tracing::info!(%addr, tls = app.cfg.tls_cert.is_some(), "listening");
+    if !app.push.names().is_empty() {
+        tracing::info!(providers = ?app.push.names(), "push providers configured");
+    }
     Ok(Server {
         addr,
         app,

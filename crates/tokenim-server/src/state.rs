@@ -16,6 +16,7 @@ use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::fanout::Fanout;
 use crate::delivery::hub::Hub;
 use crate::metrics::Metrics;
+use crate::push::PushProviders;
 use crate::services::accounts::Accounts;
 use crate::services::commits::Commits;
 use crate::services::contacts::Contacts;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub commits: Arc<Commits>,
     pub accounts: Arc<Accounts>,
     pub devices: Arc<Devices>,
+    /// The push providers' checked credentials (for the delivery engine).
+    pub push: Arc<PushProviders>,
     pub contacts: Arc<Contacts>,
     pub convs: Arc<Conversations>,
     pub timeline: Arc<Timeline>,
@@ -108,7 +111,13 @@ impl AppState {
             convs.clone(),
             fanout.clone(),
         ));
-        let devices = Arc::new(Devices::new(store.clone(), fanout.clone(), marks.clone()));
+        let push = Arc::new(PushProviders::load(&cfg.push)?);
+        let devices = Arc::new(Devices::new(
+            store.clone(),
+            fanout.clone(),
+            marks.clone(),
+            push.clone(),
+        ));
         let sync = Arc::new(Sync::new(store.clone(), limits.clone(), marks.clone()));
         let presence = Arc::new(Presence::new(
             store.clone(),
@@ -129,6 +138,7 @@ impl AppState {
             commits,
             accounts,
             devices,
+            push,
             contacts,
             convs,
             timeline,

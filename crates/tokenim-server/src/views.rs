@@ -4,7 +4,7 @@
 
 use tokenim_core::Result;
 use tokenim_core::perms::MemberFacts;
-use tokenim_proto::{Conversation, MemberInfo, ServerConversation};
+use tokenim_proto::{Conversation, MemberInfo, Notifications, NotifyLevel, ServerConversation};
 use tokenim_store::{ConvMeta, Member, Store};
 
 /// Conversations up to this size carry their member list.
@@ -37,6 +37,19 @@ pub fn conversation_light(meta: &ConvMeta, me: &Member) -> Conversation {
         last_event: meta.last_event.as_deref().cloned(),
         created_at: meta.created_at,
         only_admins_send: meta.only_admins_send,
+        notifications: notifications(me, tokenim_core::clock::now_ms()),
+    }
+}
+
+/// The member's notification level as the conversation object shows it:
+/// `{"level": "all", "until": null}` once `until` has passed (I-12).
+pub fn notifications(me: &Member, now_ms: i64) -> Notifications {
+    match tokenim_core::push::effective(me.notify_level, me.notify_until, now_ms) {
+        NotifyLevel::All => Notifications::default(),
+        level => Notifications {
+            level,
+            until: me.notify_until,
+        },
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokenim_core::Error;
-use tokenim_proto::Event;
+use tokenim_proto::{Event, NotifyLevel};
 
 /// Errors of a store: a protocol error to pass to the client as it is, or a
 /// failure of the engine (the client sees `unavailable` and retries).
@@ -110,12 +110,23 @@ pub trait Store: Send + Sync + 'static {
         last_seen: i64,
         synced: bool,
     ) -> StoreResult<()>;
+    /// Sets (`Some`) or drops (`None`) the device's push registration. A
+    /// registration takes its token ([`PushTarget::token_key`]) from every
+    /// other device, of any user, in the same write (I-11), found through
+    /// an index, not a scan. `not_found` when there is no such device.
     async fn set_push_token(
         &self,
         user_id: &str,
         device_id: &str,
         token: Option<PushTarget>,
     ) -> StoreResult<()>;
+    /// The device (user ID, device ID) registered with this provider and
+    /// token, if any (through the index of I-11).
+    async fn push_device(
+        &self,
+        provider: &str,
+        token: &str,
+    ) -> StoreResult<Option<(String, String)>>;
 
     // Contacts and blocks.
     async fn set_contact(&self, user_id: &str, other: &str, on: bool) -> StoreResult<()>;
@@ -167,6 +178,15 @@ pub trait Store: Send + Sync + 'static {
     /// The user's conversations with the user's own member record.
     async fn user_convs(&self, user_id: &str) -> StoreResult<Vec<(ConvMeta, Member)>>;
     async fn set_mute(&self, conv_id: &str, user_id: &str, until: Option<i64>) -> StoreResult<()>;
+    /// Sets the member's notification level until `until` (I2.1);
+    /// `not_found` when the user is not a member.
+    async fn set_notifications(
+        &self,
+        conv_id: &str,
+        user_id: &str,
+        level: NotifyLevel,
+        until: Option<i64>,
+    ) -> StoreResult<()>;
     /// Moves the user's read marker forward to `seq` (clamped to the last
     /// seq); answers the new marker when it moved.
     async fn set_read(&self, conv_id: &str, user_id: &str, seq: u64) -> StoreResult<Option<u64>>;

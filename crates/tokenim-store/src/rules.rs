@@ -151,6 +151,8 @@ pub(crate) fn new_member(user: &str, role: Role, joined_after: u64, count: u64) 
         joined_after,
         read_seq: joined_after,
         read_count: count,
+        notify_level: Default::default(),
+        notify_until: None,
     }
 }
 

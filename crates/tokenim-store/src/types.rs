@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokenim_proto::{Content, ConvType, Event, Role};
+use tokenim_proto::{Content, ConvType, Event, NotifyLevel, Role};
 
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -124,10 +124,71 @@ pub struct Session {
     pub expires_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A device's push registration (PROTOCOL-INTEGRATION I2.1). Fields
+/// added after the first release read back from old records as `None`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushTarget {
+    /// `apns`, `fcm`, `webpush` or `webhook`.
     pub provider: String,
+    /// The provider's device token; for Web Push the subscription's
+    /// endpoint URL.
     pub token: String,
+    /// APNs: `production` or `sandbox`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Web Push: the subscription's `keys.p256dh` and `keys.auth`
+    /// (base64url, as the browser gave them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p256dh: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+}
+
+impl PushTarget {
+    /// A target with only a provider and a token.
+    pub fn new(provider: &str, token: &str) -> PushTarget {
+        PushTarget {
+            provider: provider.to_owned(),
+            token: token.to_owned(),
+            environment: None,
+            p256dh: None,
+            auth: None,
+        }
+    }
+
+    /// The index key of I-11 (a token belongs to one device): the SHA-256
+    /// of `provider:token`, in hex, so it fits an indexed 64-byte column
+    /// however long the token is.
+    pub fn token_key(&self) -> String {
+        token_key(&self.provider, &self.token)
+    }
+
+    /// The token's last 6 characters, for logs and the visibility route.
+    pub fn token_tail(&self) -> &str {
+        let start = self.token.char_indices().rev().nth(5).map_or(0, |(i, _)| i);
+        &self.token[start..]
+    }
+}
+
+/// [`PushTarget::token_key`] of a provider and token.
+pub fn token_key(provider: &str, token: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(provider.as_bytes());
+    h.update(b":");
+    h.update(token.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl std::fmt::Debug for PushTarget {
+    /// Tokens are credentials of a sort: only their tail is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushTarget")
+            .field("provider", &self.provider)
+            .field("token_tail", &self.token_tail())
+            .field("environment", &self.environment)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +232,12 @@ pub struct Member {
     pub read_seq: u64,
     /// `msg_count` of the timeline at `read_seq`.
     pub read_count: u64,
+    /// The member's notification level (I2.1) and when it ends; `all`
+    /// for records written before there were levels.
+    #[serde(default)]
+    pub notify_level: NotifyLevel,
+    #[serde(default)]
+    pub notify_until: Option<i64>,
 }
 
 impl Member {

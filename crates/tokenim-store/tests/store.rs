@@ -224,10 +224,7 @@ async fn users_by_id_are_upserted_renamed_and_deactivated() {
         };
         store.create_session(session, device).await.unwrap();
     }
-    let target = tokenim_store::PushTarget {
-        provider: "apns".into(),
-        token: "t".into(),
-    };
+    let target = tokenim_store::PushTarget::new("apns", "t");
     store
         .set_push_token("player:1", "phone", Some(target))
         .await

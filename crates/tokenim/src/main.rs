@@ -128,6 +128,10 @@ struct ServeArgs {
     /// names the client, for the per-IP login limit [env TOKENIM_TRUSTED_PROXIES].
     #[arg(long)]
     trusted_proxies: Option<String>,
+    /// How much of a message offline pushes show: full, sender or none
+    /// [default: full; config [push] preview; env TOKENIM_PUSH_PREVIEW].
+    #[arg(long)]
+    push_preview: Option<String>,
     /// A protocol limit, NAME=VALUE (repeatable), e.g. --limit heartbeat_ms=10000
     /// [env TOKENIM_LIMITS_<NAME>].
     #[arg(long = "limit", value_name = "NAME=VALUE")]
@@ -158,6 +162,7 @@ impl ServeArgs {
             ("node_id", &self.node_id),
             ("redis_prefix", &self.redis_prefix),
             ("trusted_proxies", &self.trusted_proxies),
+            ("push_preview", &self.push_preview),
         ];
         for (name, v) in flags {
             if let Some(v) = v {

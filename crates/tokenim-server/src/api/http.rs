@@ -125,7 +125,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route(&format!("{conv}/events"), get(events))
         .route(&format!("{conv}/events/{{seq}}/receipts"), get(receipts))
         .route(&format!("{conv}/messages"), post(post_message))
+        .route(&format!("{conv}/notifications"), put(set_notifications))
         .route("/v1/push-token", put(push_token))
+        .route("/v1/devices/current/push", put(set_push).delete(clear_push))
+        .route("/v1/push/webpush-key", get(webpush_key))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -533,6 +536,36 @@ async fn push_token(
     JsonBody(body): JsonBody<PushToken>,
 ) -> ApiResult<StatusCode> {
     app.devices.set_push_token(&a, body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_push(
+    State(app): State<Arc<AppState>>,
+    Auth(a): Auth,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> ApiResult<StatusCode> {
+    let reg = crate::push::register::parse(&body)?;
+    app.devices.set_push(&a, reg).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn clear_push(State(app): State<Arc<AppState>>, Auth(a): Auth) -> ApiResult<StatusCode> {
+    app.devices.clear_push(&a).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// No authentication: a web client fetches it before it subscribes.
+async fn webpush_key(State(app): State<Arc<AppState>>) -> ApiResult<axum::Json<WebPushKey>> {
+    Ok(axum::Json(app.devices.webpush_key()?))
+}
+
+async fn set_notifications(
+    State(app): State<Arc<AppState>>,
+    Auth(a): Auth,
+    Path(conv_id): Path<String>,
+    JsonBody(body): JsonBody<Notifications>,
+) -> ApiResult<StatusCode> {
+    app.convs.set_notifications(&a, &conv_id, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -240,7 +240,18 @@ impl Accounts {
         })
     }
 
+    /// Ends the session; the device stays listed but loses its push
+    /// registration (I2.1), dropped first so a failure leaves the session
+    /// to log out again.
     pub async fn logout(&self, a: &Actor) -> Result<()> {
+        match self
+            .store
+            .set_push_token(&a.user_id, &a.device_id, None)
+            .await
+        {
+            Err(tokenim_store::StoreError::Rejected(e)) if e.code == ErrorCode::NotFound => {}
+            r => r?,
+        }
         self.store.delete_session(&a.session_id).await?;
         self.fanout
             .kick(&a.user_id, &a.device_id, KickReason::LoggedOut)

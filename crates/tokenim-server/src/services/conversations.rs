@@ -240,6 +240,21 @@ impl Conversations {
         Ok(self.store.set_mute(conv_id, user_id, until).await?)
     }
 
+    /// The caller's own notification level in a conversation they are in
+    /// (I2.1); anyone else's conversation is `not_found`.
+    pub async fn set_notifications(
+        &self,
+        a: &Actor,
+        conv_id: &str,
+        n: Notifications,
+    ) -> Result<()> {
+        self.membership(conv_id, &a.user_id).await?;
+        Ok(self
+            .store
+            .set_notifications(conv_id, &a.user_id, n.level, n.until)
+            .await?)
+    }
+
     async fn member(&self, conv_id: &str, user_id: &str) -> Result<Member> {
         self.store
             .member(conv_id, user_id)

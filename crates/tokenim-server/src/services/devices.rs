@@ -1,15 +1,16 @@
 //! A user's devices: the list with who is online (cluster-wide), removing
-//! one (its socket is kicked, its pending acks dropped), and its push
-//! registration.
+//! one (its socket is kicked, its pending acks dropped, its push
+//! registration gone with it), and its push registration (I2.1).
 
 use std::sync::Arc;
 
 use tokenim_core::clock::now_ms;
 use tokenim_core::{Error, Result, validate};
-use tokenim_proto::{DeviceInfo, DeviceList, KickReason, PushToken};
+use tokenim_proto::{DeviceInfo, DeviceList, KickReason, PushRegistration, PushToken, WebPushKey};
 use tokenim_store::Store;
 
 use crate::delivery::fanout::Fanout;
+use crate::push::{PushProviders, register};
 use crate::services::Actor;
 use crate::services::marks::Marks;
 
@@ -17,14 +18,21 @@ pub struct Devices {
     store: Arc<dyn Store>,
     fanout: Arc<Fanout>,
     marks: Arc<Marks>,
+    push: Arc<PushProviders>,
 }
 
 impl Devices {
-    pub fn new(store: Arc<dyn Store>, fanout: Arc<Fanout>, marks: Arc<Marks>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        fanout: Arc<Fanout>,
+        marks: Arc<Marks>,
+        push: Arc<PushProviders>,
+    ) -> Self {
         Devices {
             store,
             fanout,
             marks,
+            push,
         }
     }
 
@@ -65,22 +73,59 @@ impl Devices {
         Ok(())
     }
 
-    /// `PUT /v1/push-token`: the device's push registration.
-    pub async fn set_push_token(&self, a: &Actor, body: PushToken) -> Result<()> {
-        if !["webhook", "apns", "fcm"].contains(&body.provider.as_str()) {
-            return Err(Error::bad_request("provider must be webhook, apns or fcm"));
-        }
-        if body.token.is_empty() || body.token.len() > 4096 {
-            return Err(Error::bad_request("token must be 1-4096 bytes"));
-        }
-        let target = tokenim_store::PushTarget {
-            provider: body.provider,
-            token: body.token,
-        };
+    /// `PUT /v1/devices/current/push`: the device's push registration,
+    /// replacing any earlier one; its token leaves any other device (I-11).
+    pub async fn set_push(&self, a: &Actor, reg: PushRegistration) -> Result<()> {
+        let target = register::target(&reg, &self.push)?;
         Ok(self
             .store
             .set_push_token(&a.user_id, &a.device_id, Some(target))
             .await?)
+    }
+
+    /// `DELETE /v1/devices/current/push`.
+    pub async fn clear_push(&self, a: &Actor) -> Result<()> {
+        Ok(self
+            .store
+            .set_push_token(&a.user_id, &a.device_id, None)
+            .await?)
+    }
+
+    /// `PUT /v1/push-token`: the alias, for the providers whose
+    /// registration is one token (APNs in `production`).
+    pub async fn set_push_token(&self, a: &Actor, body: PushToken) -> Result<()> {
+        let token = body.token;
+        let reg = match body.provider.as_str() {
+            "apns" => PushRegistration::Apns {
+                token,
+                environment: Default::default(),
+            },
+            "fcm" => PushRegistration::Fcm { token },
+            "webhook" => PushRegistration::Webhook { token },
+            "webpush" => {
+                return Err(Error::bad_request(
+                    "webpush registers a subscription with PUT /v1/devices/current/push",
+                ));
+            }
+            _ => {
+                return Err(Error::bad_request(
+                    "provider must be apns, fcm, webpush or webhook",
+                ));
+            }
+        };
+        self.set_push(a, reg).await
+    }
+
+    /// `GET /v1/push/webpush-key`: the VAPID public key.
+    pub fn webpush_key(&self) -> Result<WebPushKey> {
+        match &self.push.webpush {
+            Some(wp) => Ok(WebPushKey {
+                public_key: wp.public_key.clone(),
+            }),
+            None => Err(Error::not_found(
+                "web push is not configured on this server",
+            )),
+        }
     }
 
     /// Notes a socket opening or closing as the device's last sign of life.

@@ -193,6 +193,15 @@ impl Store for EmbeddedStore {
         self.submit(|r| Job::SetPush(u, d, token, r)).await
     }
 
+    async fn push_device(
+        &self,
+        provider: &str,
+        token: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        let key = crate::token_key(provider, token);
+        Ok(self.published.read().push_index.get(&key).cloned())
+    }
+
     async fn set_contact(&self, user_id: &str, other: &str, on: bool) -> StoreResult<()> {
         let c = state::Change::Contact(user_id.to_owned(), other.to_owned(), on);
         self.submit(|r| Job::Social(c, r)).await
@@ -313,6 +322,17 @@ impl Store for EmbeddedStore {
     async fn set_mute(&self, conv_id: &str, user_id: &str, until: Option<i64>) -> StoreResult<()> {
         let (c, u) = (conv_id.to_owned(), user_id.to_owned());
         self.submit(|r| Job::SetMute(c, u, until, r)).await
+    }
+
+    async fn set_notifications(
+        &self,
+        conv_id: &str,
+        user_id: &str,
+        level: tokenim_proto::NotifyLevel,
+        until: Option<i64>,
+    ) -> StoreResult<()> {
+        let (c, u) = (conv_id.to_owned(), user_id.to_owned());
+        self.submit(|r| Job::SetNotify(c, u, level, until, r)).await
     }
 
     async fn set_read(&self, conv_id: &str, user_id: &str, seq: u64) -> StoreResult<Option<u64>> {

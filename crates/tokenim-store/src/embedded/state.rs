@@ -37,6 +37,9 @@ pub(crate) struct State {
     pub by_name: HashMap<String, String>,
     pub sessions: HashMap<String, Session>,
     pub devices: HashMap<String, BTreeMap<String, Device>>,
+    /// Push registrations by [`crate::PushTarget::token_key`] → (user,
+    /// device), kept with `devices` (I-11: one device per token).
+    pub push_index: HashMap<String, (String, String)>,
     pub contacts: HashMap<String, BTreeSet<String>>,
     pub blocks: HashMap<String, HashSet<String>>,
     pub convs: HashMap<String, ConvState>,
@@ -104,6 +107,17 @@ impl State {
         }
     }
 
+    /// Drops `key` from the push index if it still names this device.
+    fn unindex(&mut self, key: &str, user: &str, device: &str) {
+        if self
+            .push_index
+            .get(key)
+            .is_some_and(|(u, d)| u == user && d == device)
+        {
+            self.push_index.remove(key);
+        }
+    }
+
     pub fn apply(&mut self, c: &Change) {
         match c {
             Change::User(u) => {
@@ -125,14 +139,23 @@ impl State {
                 self.sessions.remove(id);
             }
             Change::Device(d) => {
-                self.devices
+                let old = self
+                    .devices
                     .entry(d.user_id.clone())
                     .or_default()
                     .insert(d.device_id.clone(), d.clone());
+                if let Some(p) = old.and_then(|o| o.push) {
+                    self.unindex(&p.token_key(), &d.user_id, &d.device_id);
+                }
+                if let Some(p) = &d.push {
+                    self.push_index
+                        .insert(p.token_key(), (d.user_id.clone(), d.device_id.clone()));
+                }
             }
             Change::DelDevice(u, d) => {
-                if let Some(m) = self.devices.get_mut(u) {
-                    m.remove(d);
+                let old = self.devices.get_mut(u).and_then(|m| m.remove(d));
+                if let Some(p) = old.and_then(|o| o.push) {
+                    self.unindex(&p.token_key(), u, d);
                 }
                 self.acks.retain(|(au, ad, _), _| !(au == u && ad == d));
             }

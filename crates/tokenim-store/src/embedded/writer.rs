@@ -43,6 +43,13 @@ pub(crate) enum Job {
     },
     CreateGroup(NewGroup, Reply<(ConvMeta, bool)>),
     SetMute(String, String, Option<i64>, Reply<()>),
+    SetNotify(
+        String,
+        String,
+        tokenim_proto::NotifyLevel,
+        Option<i64>,
+        Reply<()>,
+    ),
     SetRead(String, String, u64, Reply<Option<u64>>),
     Append(Vec<Append>, Reply<Vec<StoreResult<AppendOutcome>>>),
     Acks(Vec<AckRecord>, Reply<()>),
@@ -362,8 +369,20 @@ impl Writer {
                 let res = match cur {
                     Some(cur) => {
                         let mut d = cur.clone();
+                        // I-11: the token leaves every other device first.
+                        let holder = target
+                            .as_ref()
+                            .and_then(|t| self.work.push_index.get(&t.token_key()).cloned());
                         d.push = target;
                         self.change(b, Change::Device(d));
+                        if let Some((hu, hd)) = holder
+                            && (hu != user || hd != device)
+                            && let Some(other) = self.work.devices.get(&hu).and_then(|m| m.get(&hd))
+                        {
+                            let mut other = other.clone();
+                            other.push = None;
+                            self.change(b, Change::Device(other));
+                        }
                         Ok(())
                     }
                     None => Err(Error::not_found("no such device").into()),
@@ -430,6 +449,24 @@ impl Writer {
                         true,
                     )
                     .map(|_| (self.work.convs[&conv_id].meta.clone(), true));
+                b.pending.push(hold(r, res));
+            }
+            Job::SetNotify(conv, user, level, until, r) => {
+                let res = match self
+                    .work
+                    .convs
+                    .get(&conv)
+                    .and_then(|c| c.members.get(&user))
+                {
+                    Some(m) => {
+                        let mut m = m.clone();
+                        m.notify_level = level;
+                        m.notify_until = until;
+                        self.change(b, Change::Member(conv, m));
+                        Ok(())
+                    }
+                    None => Err(Error::not_found("no such member").into()),
+                };
                 b.pending.push(hold(r, res));
             }
             Job::SetMute(conv, user, until, r) => {

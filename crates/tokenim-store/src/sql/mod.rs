@@ -16,6 +16,7 @@
 //! apart (`writer.rs`); splitting the reads by table would scatter one
 //! trait impl over files.
 
+mod push;
 mod schema;
 mod writer;
 
@@ -193,8 +194,8 @@ pub(crate) const CONV_COLS: &str = "c.conv_id, c.ty, c.title, c.created_at, \
     c.only_admins_send, c.pair_a, c.pair_b, c.last_seq, c.last_ts, c.msg_count, \
     c.member_count, c.members_ver";
 
-pub(crate) const MEMBER_COLS: &str =
-    "m.user_id, m.role, m.muted_until, m.joined_after, m.read_seq, m.read_count";
+pub(crate) const MEMBER_COLS: &str = "m.user_id, m.role, m.muted_until, m.joined_after, \
+    m.read_seq, m.read_count, m.notify_level, m.notify_until";
 
 /// A conversation from `CONV_COLS` at `at` (and, when `with_last`, the last
 /// event's body right after them).
@@ -235,6 +236,11 @@ pub(crate) fn member_from_row(r: &AnyRow, at: usize) -> StoreResult<Member> {
         joined_after: g(3)? as u64,
         read_seq: g(4)? as u64,
         read_count: g(5)? as u64,
+        notify_level: match r.try_get::<Option<String>, _>(at + 6).map_err(engine)? {
+            Some(l) => enum_parse(&l)?,
+            None => Default::default(),
+        },
+        notify_until: r.try_get(at + 7).map_err(engine)?,
     })
 }
 
@@ -264,23 +270,30 @@ fn session_from_row(r: &AnyRow) -> StoreResult<Session> {
 fn device_from_row(r: &AnyRow) -> StoreResult<Device> {
     let provider: Option<String> = r.try_get(5).map_err(engine)?;
     let token = opt_text(r, 6)?;
+    let environment: Option<String> = r.try_get(7).map_err(engine)?;
+    let p256dh = opt_text(r, 8)?;
+    let auth = opt_text(r, 9)?;
     Ok(Device {
         user_id: r.try_get(0).map_err(engine)?,
         device_id: r.try_get(1).map_err(engine)?,
         platform: r.try_get(2).map_err(engine)?,
         last_seen: r.try_get(3).map_err(engine)?,
         synced_before: r.try_get::<i64, _>(4).map_err(engine)? != 0,
-        push: provider
-            .zip(token)
-            .map(|(provider, token)| PushTarget { provider, token }),
+        push: provider.zip(token).map(|(provider, token)| PushTarget {
+            provider,
+            token,
+            environment,
+            p256dh,
+            auth,
+        }),
     })
 }
 
 const USER_SELECT: &str = "SELECT user_id, username, display_name, password_hash, created_at, \
      avatar_url, metadata, deactivated FROM users";
 
-const DEVICE_COLS: &str =
-    "user_id, device_id, platform, last_seen, synced_before, push_provider, push_token";
+const DEVICE_COLS: &str = "user_id, device_id, platform, last_seen, synced_before, \
+    push_provider, push_token, push_environment, push_p256dh, push_auth";
 
 /// Opens a pool on `url` (MySQL sessions run at READ COMMITTED, as
 /// PostgreSQL does by default, so a locked re-read sees the latest commit).
@@ -658,8 +671,7 @@ impl Store for SqlStore {
         for sql in [
             "UPDATE users SET deactivated = 1 WHERE user_id = ?",
             "DELETE FROM sessions WHERE user_id = ?",
-            "UPDATE devices SET push_provider = NULL, push_token = NULL \
-             WHERE user_id = ? AND push_provider IS NOT NULL",
+            push::CLEAR_USER,
         ] {
             sqlx::query(&self.q(sql))
                 .bind(user_id)
@@ -815,25 +827,23 @@ impl Store for SqlStore {
         device_id: &str,
         token: Option<PushTarget>,
     ) -> StoreResult<()> {
-        if self.device(user_id, device_id).await?.is_none() {
-            return Err(Error::not_found("no such device").into());
+        push::set(self.d, &self.pool, user_id, device_id, token).await
+    }
+
+    async fn push_device(
+        &self,
+        provider: &str,
+        token: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        let sql = "SELECT user_id, device_id FROM devices WHERE push_key = ?";
+        let key = crate::token_key(provider, token);
+        match self.row(sql, &[&key]).await? {
+            Some(r) => Ok(Some((
+                r.try_get(0).map_err(engine)?,
+                r.try_get(1).map_err(engine)?,
+            ))),
+            None => Ok(None),
         }
-        let (provider, token) = match token {
-            Some(p) => (Some(p.provider), Some(p.token)),
-            None => (None, None),
-        };
-        sqlx::query(
-            &self.q("UPDATE devices SET push_provider = ?, push_token = ? \
-             WHERE user_id = ? AND device_id = ?"),
-        )
-        .bind(provider)
-        .bind(token)
-        .bind(user_id)
-        .bind(device_id)
-        .execute(&self.pool)
-        .await
-        .map_err(engine)?;
-        Ok(())
     }
 
     async fn set_contact(&self, user_id: &str, other: &str, on: bool) -> StoreResult<()> {
@@ -1059,6 +1069,30 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await
         .map_err(engine)?;
+        Ok(())
+    }
+
+    async fn set_notifications(
+        &self,
+        conv_id: &str,
+        user_id: &str,
+        level: tokenim_proto::NotifyLevel,
+        until: Option<i64>,
+    ) -> StoreResult<()> {
+        let sql = self.q("UPDATE members SET notify_level = ?, notify_until = ? \
+             WHERE conv_id = ? AND user_id = ?");
+        let done = sqlx::query(&sql)
+            .bind(enum_str(&level))
+            .bind(until)
+            .bind(conv_id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(engine)?;
+        // MySQL counts changed rows: the same level again changes none.
+        if done.rows_affected() == 0 && self.member(conv_id, user_id).await?.is_none() {
+            return Err(Error::not_found("no such member").into());
+        }
         Ok(())
     }
 

@@ -218,6 +218,32 @@ pub const MIGRATIONS: &[Migration] = &[
             ADD COLUMN metadata TEXT NULL,
             ADD COLUMN deactivated BIGINT NOT NULL DEFAULT 0"],
     },
+    Migration {
+        version: 3,
+        name: "push setup: registration details, the token index of I-11, notification levels",
+        postgres: &[
+            "ALTER TABLE devices ADD COLUMN IF NOT EXISTS push_environment VARCHAR(16)",
+            "ALTER TABLE devices ADD COLUMN IF NOT EXISTS push_p256dh TEXT",
+            "ALTER TABLE devices ADD COLUMN IF NOT EXISTS push_auth TEXT",
+            r#"ALTER TABLE devices ADD COLUMN IF NOT EXISTS push_key VARCHAR(64) COLLATE "C""#,
+            "CREATE UNIQUE INDEX IF NOT EXISTS devices_push_key ON devices (push_key)",
+            "ALTER TABLE members ADD COLUMN IF NOT EXISTS notify_level VARCHAR(16)",
+            "ALTER TABLE members ADD COLUMN IF NOT EXISTS notify_until BIGINT",
+        ],
+        // One statement per table, each applied whole. Registrations made
+        // before this version have no `push_key` until registered again.
+        mysql: &[
+            "ALTER TABLE devices
+            ADD COLUMN push_environment VARCHAR(16) NULL,
+            ADD COLUMN push_p256dh TEXT NULL,
+            ADD COLUMN push_auth TEXT NULL,
+            ADD COLUMN push_key VARCHAR(64) NULL,
+            ADD UNIQUE INDEX devices_push_key (push_key)",
+            "ALTER TABLE members
+            ADD COLUMN notify_level VARCHAR(16) NULL,
+            ADD COLUMN notify_until BIGINT NULL",
+        ],
+    },
 ];
 
 /// The newest schema version this binary knows.
