@@ -99,7 +99,16 @@ fn now_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contacts_blocks_push_and_devices() {
-    let server = TestServer::start().await;
+    // The operator's own push channel is configured, so devices may
+    // register for it.
+    let server = TestServer::start_with(|c| {
+        c.push.webhook = Some(tokenim_server::push::config::WebhookConfig {
+            url: Some("https://backend.example.com/push".into()),
+            secret: Some("hook-secret".into()),
+            secrets: None,
+        });
+    })
+    .await;
     let (dee, eve) = (user(&server, "dee").await, user(&server, "eve").await);
     dee.add_contact(eve.user_id()).await.unwrap();
     let contacts = dee.contacts().await.unwrap();
@@ -122,6 +131,10 @@ async fn contacts_blocks_push_and_devices() {
         code(dee.set_push_token("carrier-pigeon", "x").await),
         Some(ErrorCode::BadRequest)
     );
+    // FCM is not configured here: refused, saying so.
+    let e = dee.set_push_token("fcm", "token").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::BadRequest));
+    assert!(e.to_string().contains("not configured"), "{e}");
     // A second device of dee's is removed: its session ends.
     let c = Client::new(&server.http).unwrap();
     let laptop = c.login("dee", "password1", "laptop", "cli").await.unwrap();
