@@ -113,6 +113,7 @@ mod tests {
             msg_id: "x".into(),
             seq: 5,
             ts: 1,
+            content: None,
         })
         .to_json();
         let f = ack.as_bytes();

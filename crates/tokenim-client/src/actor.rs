@@ -769,8 +769,13 @@ impl Actor {
     fn own_event(&self, entry: &OutboxEntry, ack: &SendAck) -> Event {
         let as_raw =
             |v: &Value| RawValue::from_string(v.to_string()).expect("a JSON value is valid JSON");
+        // A before_send webhook may have replaced the content: the ack then
+        // carries what was stored (PROTOCOL-INTEGRATION I-19).
         let (kind, content) = match &entry.request {
-            Request::Send { content } => (EventKind::Message, as_raw(content)),
+            Request::Send { content } => (
+                EventKind::Message,
+                as_raw(ack.content.as_ref().unwrap_or(content)),
+            ),
             Request::Recall { target_seq } => System::Recall(Recall {
                 target_seq: *target_seq,
             })
@@ -780,7 +785,7 @@ impl Actor {
                 content,
             } => System::Edit(Edit {
                 target_seq: *target_seq,
-                content: as_raw(content),
+                content: as_raw(ack.content.as_ref().unwrap_or(content)),
             })
             .parts(),
         };

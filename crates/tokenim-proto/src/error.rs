@@ -16,6 +16,9 @@ pub enum ErrorCode {
     RateLimited,
     Unavailable,
     Internal,
+    /// The app's `message.before_send` webhook refused the message
+    /// (PROTOCOL-INTEGRATION I3.2).
+    Rejected,
 }
 
 impl ErrorCode {
@@ -31,6 +34,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Rejected => "rejected",
         }
     }
 
@@ -46,11 +50,13 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::Rejected => 403,
         }
     }
 
     /// The code an HTTP status stands for, where the table of section 5 has
-    /// one (the inverse of [`ErrorCode::http_status`]).
+    /// one (the inverse of [`ErrorCode::http_status`]; 403 is `forbidden`,
+    /// though `rejected` shares it: a body names which).
     pub fn from_http_status(status: u16) -> Option<ErrorCode> {
         Some(match status {
             400 => ErrorCode::BadRequest,

@@ -153,6 +153,10 @@ pub struct SendAck {
     pub msg_id: String,
     pub seq: u64,
     pub ts: i64,
+    /// The stored content, present only when a `message.before_send`
+    /// webhook replaced the content sent (PROTOCOL-INTEGRATION I-19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
 }
 
 /// Every frame the server sends.

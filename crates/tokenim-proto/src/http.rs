@@ -198,6 +198,10 @@ pub struct MessagePosted {
     pub msg_id: String,
     pub seq: u64,
     pub ts: i64,
+    /// The stored content, present only when a `message.before_send`
+    /// webhook replaced the content posted (PROTOCOL-INTEGRATION I-19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,12 +11,14 @@ mod frames;
 mod http;
 mod server_convs;
 pub mod system;
+mod webhook;
 
 pub use error::{ErrorBody, ErrorCode, ErrorResponse, close};
 pub use event::{Content, Event, EventKind, decode_event, deserialize_events, event_frame_json};
 pub use frames::*;
 pub use http::*;
 pub use server_convs::*;
+pub use webhook::*;
 
 /// Version of the wire protocol this crate describes.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -20,6 +20,7 @@ pub mod serve;
 pub mod services;
 pub mod state;
 pub mod views;
+pub mod webhooks;
 
 pub use config::Config;
 pub use serve::{Server, open_store, start};

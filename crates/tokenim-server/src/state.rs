@@ -98,12 +98,20 @@ impl AppState {
             commits.clone(),
             metrics.clone(),
         ));
+        let webhooks = cfg.webhooks()?;
+        let before_send = crate::webhooks::before_send::BeforeSend::new(
+            &webhooks,
+            crate::webhooks::client()?,
+            limits.max_content_bytes,
+        )
+        .map(Arc::new);
         let timeline = Arc::new(Timeline::new(
             store.clone(),
             limits.clone(),
             rate.clone(),
             convs.clone(),
             commits.clone(),
+            before_send,
         ));
         let marks = Arc::new(Marks::new(
             store.clone(),

@@ -17,7 +17,7 @@
   const RECALL_WINDOW_MS = 120000;
   const BACKOFF_BASE_MS = 500;
   const BACKOFF_MAX_MS = 15000;
-  const PERMANENT_ERRORS = new Set(['bad_request', 'forbidden', 'not_found', 'conflict', 'too_large']);
+  const PERMANENT_ERRORS = new Set(['bad_request', 'forbidden', 'not_found', 'conflict', 'too_large', 'rejected']);
 
   const K_DEVICE = 'tokenim.device_id';
   const K_SESSION = 'tokenim.session';

@@ -28,6 +28,10 @@ pub fn conv_id(now_ms: i64) -> String {
 pub fn msg_id(now_ms: i64) -> String {
     make("m_", now_ms, 16)
 }
+/// A webhook request's `id` (`Tokenim-Delivery`, PROTOCOL-INTEGRATION I3.3).
+pub fn delivery_id(now_ms: i64) -> String {
+    make("wh_", now_ms, 16)
+}
 pub fn session_id(now_ms: i64) -> String {
     make("s_", now_ms, 16)
 }

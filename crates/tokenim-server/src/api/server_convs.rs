@@ -79,6 +79,7 @@ async fn post_message(
             msg_id: ack.msg_id,
             seq: ack.seq,
             ts: ack.ts,
+            content: ack.content,
         }),
     ))
 }

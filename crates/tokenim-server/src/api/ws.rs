@@ -6,7 +6,11 @@
 //! types: writes are queued in order and answered in order while later
 //! frames are read; a frame that reads a conversation the socket is still
 //! writing to (an edit, recall, read or ack of it, or any sync) first waits
-//! for those writes to commit, so its facts include them.
+//! for those writes to commit, so its facts include them. A send or edit
+//! waiting for `message.before_send` webhooks is handled before the next
+//! frame is read (its write is queued only after the hooks answered), so
+//! a later send never commits before it; the acks of earlier writes still
+//! go out meanwhile.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -288,6 +292,24 @@ impl InFlight {
         }
     }
 
+    /// Awaits `fut` (a frame being handled, which may wait for
+    /// before_send webhooks) while answering the earlier requests as their
+    /// commits finish: a hook holds back this socket's later frames (rule
+    /// 8), never the acks of its earlier ones.
+    async fn answering<T>(&mut self, conn: &Conn, fut: impl Future<Output = T>) -> T {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut fut => return r,
+                Some((conv_id, reply)) = self.replies.next(), if !self.replies.is_empty() => {
+                    self.done(&conv_id);
+                    conn.send(Priority::Control, &reply);
+                }
+            }
+        }
+    }
+
     /// Answers every request waiting, in order.
     async fn drain(&mut self, conn: &Conn) {
         while let Some((conv_id, reply)) = self.replies.next().await {
@@ -343,7 +365,13 @@ async fn read_loop(
                         }
                         // Boxed: a request's state lives only while it is handled,
                         // not in every idle socket's task.
-                        if let Some((conv_id, r)) = Box::pin(handle(app, actor, conn, peek, &t)).await {
+                        let handling = Box::pin(handle(app, actor, conn, peek, &t));
+                        let handled = if in_flight.replies.is_empty() || !app.timeline.has_hooks() {
+                            handling.await
+                        } else {
+                            in_flight.answering(conn, handling).await
+                        };
+                        if let Some((conv_id, r)) = handled {
                             in_flight.push(conv_id, r);
                         }
                     }
@@ -535,6 +563,7 @@ async fn timeline(
                 msg_id: a.msg_id,
                 seq: a.seq,
                 ts: a.ts,
+                content: a.content,
             }),
             Err(e) => error_frame(id, e),
         };

@@ -7,13 +7,17 @@
 //! conversation (an edit, recall, read, ack or sync) see the socket's
 //! earlier writes by waiting for their commits before its facts are
 //! gathered (`crate::api::ws`).
+//!
+//! `message.before_send` webhooks (`crate::webhooks::before_send`) are asked
+//! after every check and the dedup lookup, just before the write is queued
+//! (I-17); with none configured that costs one branch.
 
 use std::sync::Arc;
 
 use tokenim_core::clock::now_ms;
 use tokenim_core::timeline::{self as rules, Facts, Request, Target};
 use tokenim_core::{Error, Limits, Result, validate};
-use tokenim_proto::{EventPage, ServerPostMessage};
+use tokenim_proto::{EventPage, HookKind, ServerPostMessage};
 use tokenim_store::{AppendFuture, Author, ConvMeta, DedupRecord, Op, RequestKind, Store};
 
 use crate::services::Actor;
@@ -21,6 +25,7 @@ use crate::services::commits::Commits;
 use crate::services::conversations::{Conversations, backend};
 use crate::services::rate::RateLimits;
 use crate::views::facts;
+use crate::webhooks::before_send::{Ask, BeforeSend};
 
 /// A timeline request from a client.
 pub enum TimelineReq {
@@ -51,7 +56,9 @@ impl TimelineReq {
 /// queued for commit.
 pub enum Prepared {
     Repeat(DedupRecord),
-    Queued(AppendFuture),
+    /// Queued, with the content a before_send hook put in place of the
+    /// client's (reported in the ack, I-19).
+    Queued(AppendFuture, Option<serde_json::Value>),
 }
 
 /// The result of a timeline request, as both surfaces report it.
@@ -63,6 +70,8 @@ pub struct Acked {
     pub seq: u64,
     pub ts: i64,
     pub created: bool,
+    /// The stored content, when a before_send hook replaced it.
+    pub content: Option<serde_json::Value>,
 }
 
 pub struct Timeline {
@@ -71,6 +80,8 @@ pub struct Timeline {
     rate: Arc<RateLimits>,
     convs: Arc<Conversations>,
     commits: Arc<Commits>,
+    /// `None` when no webhook subscribes to `message.before_send`.
+    hooks: Option<Arc<BeforeSend>>,
 }
 
 impl Timeline {
@@ -80,6 +91,7 @@ impl Timeline {
         rate: Arc<RateLimits>,
         convs: Arc<Conversations>,
         commits: Arc<Commits>,
+        hooks: Option<Arc<BeforeSend>>,
     ) -> Self {
         Timeline {
             store,
@@ -87,7 +99,13 @@ impl Timeline {
             rate,
             convs,
             commits,
+            hooks,
         }
+    }
+
+    /// Whether sends and edits wait for `message.before_send` hooks.
+    pub fn has_hooks(&self) -> bool {
+        self.hooks.is_some()
     }
 
     /// Checks a send, recall or edit and queues it for commit.
@@ -102,7 +120,7 @@ impl Timeline {
         validate::opaque_id("conv_id", conv_id)?;
         validate::client_msg_id(cmid)?;
         let max = self.limits.max_content_bytes;
-        let op = match &req {
+        let mut op = match &req {
             TimelineReq::Send(c) => Op::Message {
                 content: validate::content(c, max)?,
             },
@@ -158,22 +176,30 @@ impl Timeline {
                 recall_window_ms: self.limits.recall_window_ms,
             },
         )?;
-        Ok(Prepared::Queued(self.commits.queue(
-            a,
-            conv_id,
-            Some(cmid.to_owned()),
-            op,
-            now,
-        )))
+        let mut replaced = None;
+        let mut now = now;
+        if let Some(hooks) = &self.hooks {
+            replaced = ask_hooks(hooks, a, &meta, cmid, &mut op).await?;
+            // The event is made now, after the hooks answered.
+            now = now_ms();
+        }
+        Ok(Prepared::Queued(
+            self.commits
+                .queue(a, conv_id, Some(cmid.to_owned()), op, now),
+            replaced,
+        ))
     }
 
     /// Waits for a prepared request's commit.
     pub async fn complete(&self, conv_id: &str, cmid: &str, p: Prepared) -> Result<Acked> {
-        let (msg_id, seq, ts, created) = match p {
-            Prepared::Repeat(d) => (d.msg_id, d.seq, d.ts, false),
-            Prepared::Queued(fut) => {
+        let (msg_id, seq, ts, created, content) = match p {
+            Prepared::Repeat(d) => (d.msg_id, d.seq, d.ts, false, None),
+            Prepared::Queued(fut, replaced) => {
                 let o = self.commits.finish(fut).await?;
-                (o.msg_id().to_owned(), o.seq(), o.ts(), o.created())
+                // A repeat caught by the writer stored another request's
+                // content, not this replacement.
+                let content = replaced.filter(|_| o.created());
+                (o.msg_id().to_owned(), o.seq(), o.ts(), o.created(), content)
             }
         };
         Ok(Acked {
@@ -183,6 +209,7 @@ impl Timeline {
             seq,
             ts,
             created,
+            content,
         })
     }
 
@@ -251,14 +278,17 @@ impl Timeline {
                         return Err(Error::forbidden(format!("user {u} is deactivated")));
                     }
                 }
-                Prepared::Queued(self.commits.queue_by(
-                    actor,
-                    0,
-                    conv_id,
-                    Some(cmid.clone()),
-                    Op::Message { content },
-                    now_ms(),
-                ))
+                Prepared::Queued(
+                    self.commits.queue_by(
+                        actor,
+                        0,
+                        conv_id,
+                        Some(cmid.clone()),
+                        Op::Message { content },
+                        now_ms(),
+                    ),
+                    None,
+                )
             }
         };
         self.complete(conv_id, &cmid, p).await
@@ -284,4 +314,39 @@ impl Timeline {
             has_more: p.has_more,
         })
     }
+}
+
+/// Asks the before_send hooks about a send or an edit (a recall passes
+/// untouched) and puts a replacement in `op`; answers the replacement as
+/// the ack reports it.
+async fn ask_hooks(
+    hooks: &BeforeSend,
+    a: &Actor,
+    meta: &ConvMeta,
+    cmid: &str,
+    op: &mut Op,
+) -> Result<Option<serde_json::Value>> {
+    let (kind, target_seq, content) = match op {
+        Op::Message { content } => (HookKind::Message, None, content),
+        Op::Edit {
+            target_seq,
+            content,
+        } => (HookKind::Edit, Some(*target_seq), content),
+        _ => return Ok(None),
+    };
+    let ask = Ask {
+        conv_id: &meta.conv_id,
+        conv_type: meta.ty,
+        sender: &a.user_id,
+        sender_device: &a.device_id,
+        client_msg_id: cmid,
+        kind,
+        target_seq,
+    };
+    let Some(new) = hooks.run(&ask, content).await? else {
+        return Ok(None);
+    };
+    let shown = serde_json::from_str(new.get()).expect("checked content is JSON");
+    *content = new;
+    Ok(Some(shown))
 }
