@@ -599,3 +599,24 @@ impl Ws {
         all
     }
 }
+
+/// Waits for a `tokenim serve` child (started with standard output piped)
+/// to log that it is listening, then keeps draining its log so it never
+/// blocks on a full pipe. Panics when it exits first or takes over [`WAIT`].
+pub async fn wait_listening(child: &mut tokio::process::Child) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let out = child.stdout.take().expect("the child's stdout is piped");
+    let mut lines = BufReader::new(out).lines();
+    let ready = tokio::time::timeout(WAIT, async {
+        while let Some(l) = lines.next_line().await.expect("read the log") {
+            if l.contains("listening") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the server started in time");
+    assert!(ready, "the server exited before listening");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+}

@@ -8,7 +8,6 @@ use std::process::Stdio;
 
 use serde_json::json;
 use tokenim_testkit::{Http, TestDatabase, Ws, free_port, init_crypto};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Starts `tokenim serve` and waits for its "listening" log line (logs go
@@ -40,20 +39,7 @@ async fn spawn(dir: &std::path::Path, db: Option<&TestDatabase>, port: u16) -> C
         .kill_on_drop(true)
         .spawn()
         .expect("spawn tokenim");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(tokenim_testkit::WAIT, async {
-        while let Some(l) = lines.next_line().await.expect("read log") {
-            if l.contains("listening") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .expect("server started in time");
-    assert!(ready, "server exited before listening");
-    // Keep draining the log so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokenim_testkit::wait_listening(&mut child).await;
     child
 }
 

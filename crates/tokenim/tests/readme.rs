@@ -11,7 +11,6 @@
 use std::process::Stdio;
 
 use tokenim_testkit::{free_port, init_crypto};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 const README: &str = include_str!("../../../README.md");
@@ -57,19 +56,7 @@ async fn the_integration_example_runs_as_written() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn tokenim serve");
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(tokenim_testkit::WAIT, async {
-        while let Some(l) = lines.next_line().await.expect("read log") {
-            if l.contains("listening") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .expect("server started in time");
-    assert!(ready, "the server exited before listening");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokenim_testkit::wait_listening(&mut server).await;
 
     let script = script
         .replace("http://127.0.0.1:8080", &url)

@@ -177,6 +177,13 @@ pub(crate) fn opt_text(r: &AnyRow, i: usize) -> StoreResult<Option<String>> {
     }
 }
 
+/// The first column of every row, as text IDs.
+fn first_strings(rows: &[AnyRow]) -> StoreResult<Vec<String>> {
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(engine))
+        .collect()
+}
+
 pub(crate) fn text(r: &AnyRow, i: usize) -> StoreResult<String> {
     opt_text(r, i)?.ok_or_else(|| engine(format!("column {i} is NULL")))
 }
@@ -664,10 +671,7 @@ impl Store for SqlStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(engine)?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for r in rows {
-            ids.push(r.try_get::<String, _>(0).map_err(engine)?);
-        }
+        let ids = first_strings(&rows)?;
         for sql in [
             "UPDATE users SET deactivated = 1 WHERE user_id = ?",
             "DELETE FROM sessions WHERE user_id = ?",
@@ -770,10 +774,7 @@ impl Store for SqlStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(engine)?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for r in rows {
-            ids.push(r.try_get::<String, _>(0).map_err(engine)?);
-        }
+        let ids = first_strings(&rows)?;
         for table in ["sessions", "acks", "devices"] {
             sqlx::query(&self.q(&format!(
                 "DELETE FROM {table} WHERE user_id = ? AND device_id = ?"
@@ -1036,10 +1037,7 @@ impl Store for SqlStore {
                 .await
                 .map_err(engine)?;
         tx.commit().await.map_err(engine)?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for r in rows {
-            ids.push(r.try_get::<String, _>(0).map_err(engine)?);
-        }
+        let ids = first_strings(&rows)?;
         let ids: Arc<[String]> = ids.into();
         remember(&self.members, conv_id, ver, ids.clone());
         Ok(ids)
