@@ -21,7 +21,7 @@ use tokenim_proto::{
 };
 use tokenim_store::ids;
 
-use crate::config::{OnFailure, Webhook, WebhookEvent};
+use super::config::{OnFailure, Webhook, WebhookEvent};
 use crate::webhooks::sign::Signer;
 
 /// The largest answer read from a hook.

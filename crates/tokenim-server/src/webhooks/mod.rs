@@ -3,12 +3,13 @@
 //! the synchronous `message.before_send` hooks (`before_send`), which the
 //! timeline asks before it queues a send or an edit.
 //!
-//! Reads only the checked configuration ([`crate::config::Webhook`]); knows
+//! Reads only the checked configuration ([`config::Webhook`]); knows
 //! nothing of sockets, the store or the other services. The asynchronous
 //! after-events (I3.4) and push webhooks are to reuse `sign` and
 //! [`client`].
 
 pub mod before_send;
+pub mod config;
 pub mod sign;
 
 use anyhow::Context;
