@@ -54,6 +54,16 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     }
 }
 
+/// `201 Created` for a new resource, `200 OK` for one that existed (a
+/// repeated, idempotent request).
+pub(crate) fn created_or_ok(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     if body.is_empty() {
         return Err(Error::bad_request("a JSON body is required").into());
@@ -328,11 +338,7 @@ async fn create_conversation(
     JsonBody(body): JsonBody<CreateConversation>,
 ) -> ApiResult<(StatusCode, axum::Json<Conversation>)> {
     let (c, created) = app.convs.create(&a, body).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = created_or_ok(created);
     Ok((status, axum::Json(c)))
 }
 
@@ -515,11 +521,7 @@ async fn post_message(
         .timeline
         .complete(&conv_id, &body.client_msg_id, p)
         .await?;
-    let status = if ack.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = created_or_ok(ack.created);
     Ok((
         status,
         axum::Json(MessagePosted {

@@ -11,7 +11,7 @@ use axum::routing::{delete, get, post};
 use tokenim_proto::*;
 
 use crate::api::error::ApiResult;
-use crate::api::http::{JsonBody, history_query};
+use crate::api::http::{JsonBody, created_or_ok, history_query};
 use crate::api::server::ServerKey;
 use crate::state::AppState;
 
@@ -26,14 +26,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route(&format!("{conv}/messages"), post(post_message))
         .route(&format!("{conv}/events"), get(events))
-}
-
-fn created_or_ok(created: bool) -> StatusCode {
-    if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    }
 }
 
 async fn create(

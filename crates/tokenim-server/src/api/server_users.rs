@@ -11,7 +11,7 @@ use axum::routing::{post, put};
 use tokenim_proto::*;
 
 use crate::api::error::ApiResult;
-use crate::api::http::JsonBody;
+use crate::api::http::{JsonBody, created_or_ok};
 use crate::api::server::ServerKey;
 use crate::state::AppState;
 
@@ -32,12 +32,7 @@ async fn put_user(
     JsonBody(body): JsonBody<ServerPutUser>,
 ) -> ApiResult<(StatusCode, axum::Json<ServerUser>)> {
     let (user, created) = app.accounts.server_put(&user_id, body).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(user)))
+    Ok((created_or_ok(created), axum::Json(user)))
 }
 
 async fn get_user(

@@ -222,6 +222,23 @@ impl Writer {
         }
     }
 
+    /// Changes one member record in this batch (`not_found` when absent).
+    fn edit_member(
+        &mut self,
+        b: &mut Batch,
+        conv: String,
+        user: &str,
+        f: impl FnOnce(&mut Member),
+    ) -> StoreResult<()> {
+        let Some(m) = self.work.convs.get(&conv).and_then(|c| c.members.get(user)) else {
+            return Err(Error::not_found("no such member").into());
+        };
+        let mut m = m.clone();
+        f(&mut m);
+        self.change(b, Change::Member(conv, m));
+        Ok(())
+    }
+
     fn job(&mut self, b: &mut Batch, job: Job) {
         match job {
             Job::CreateUsers(users, r) => {
@@ -452,38 +469,14 @@ impl Writer {
                 b.pending.push(hold(r, res));
             }
             Job::SetNotify(conv, user, level, until, r) => {
-                let res = match self
-                    .work
-                    .convs
-                    .get(&conv)
-                    .and_then(|c| c.members.get(&user))
-                {
-                    Some(m) => {
-                        let mut m = m.clone();
-                        m.notify_level = level;
-                        m.notify_until = until;
-                        self.change(b, Change::Member(conv, m));
-                        Ok(())
-                    }
-                    None => Err(Error::not_found("no such member").into()),
-                };
+                let res = self.edit_member(b, conv, &user, |m| {
+                    m.notify_level = level;
+                    m.notify_until = until;
+                });
                 b.pending.push(hold(r, res));
             }
             Job::SetMute(conv, user, until, r) => {
-                let res = match self
-                    .work
-                    .convs
-                    .get(&conv)
-                    .and_then(|c| c.members.get(&user))
-                {
-                    Some(m) => {
-                        let mut m = m.clone();
-                        m.muted_until = until;
-                        self.change(b, Change::Member(conv, m));
-                        Ok(())
-                    }
-                    None => Err(Error::not_found("no such member").into()),
-                };
+                let res = self.edit_member(b, conv, &user, |m| m.muted_until = until);
                 b.pending.push(hold(r, res));
             }
             Job::SetRead(conv, user, seq, r) => {

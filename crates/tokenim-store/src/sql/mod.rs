@@ -18,6 +18,7 @@
 
 mod push;
 mod schema;
+mod users;
 mod writer;
 
 use std::collections::HashMap;
@@ -178,7 +179,7 @@ pub(crate) fn opt_text(r: &AnyRow, i: usize) -> StoreResult<Option<String>> {
 }
 
 /// The first column of every row, as text IDs.
-fn first_strings(rows: &[AnyRow]) -> StoreResult<Vec<String>> {
+pub(super) fn first_strings(rows: &[AnyRow]) -> StoreResult<Vec<String>> {
     rows.iter()
         .map(|r| r.try_get::<String, _>(0).map_err(engine))
         .collect()
@@ -251,7 +252,7 @@ pub(crate) fn member_from_row(r: &AnyRow, at: usize) -> StoreResult<Member> {
     })
 }
 
-fn user_from_row(r: &AnyRow) -> StoreResult<User> {
+pub(super) fn user_from_row(r: &AnyRow) -> StoreResult<User> {
     Ok(User {
         user_id: r.try_get(0).map_err(engine)?,
         username: r.try_get(1).map_err(engine)?,
@@ -296,7 +297,7 @@ fn device_from_row(r: &AnyRow) -> StoreResult<Device> {
     })
 }
 
-const USER_SELECT: &str = "SELECT user_id, username, display_name, password_hash, created_at, \
+pub(super) const USER_SELECT: &str = "SELECT user_id, username, display_name, password_hash, created_at, \
      avatar_url, metadata, deactivated FROM users";
 
 const DEVICE_COLS: &str = "user_id, device_id, platform, last_seen, synced_before, \
@@ -640,51 +641,11 @@ impl Store for SqlStore {
     }
 
     async fn put_user(&self, put: PutUser) -> StoreResult<(User, bool)> {
-        // Two PUTs creating one ID at once: the second insert fails on the
-        // key and is run again as an update.
-        match self.put_user_once(&put).await {
-            Err(Retry::Again) => match self.put_user_once(&put).await {
-                Err(Retry::Again) => Err(engine("the user changed while it was written")),
-                Err(Retry::Fail(e)) => Err(e),
-                Ok(v) => Ok(v),
-            },
-            Err(Retry::Fail(e)) => Err(e),
-            Ok(v) => Ok(v),
-        }
+        users::put(self.d, &self.pool, &put).await
     }
 
     async fn deactivate_user(&self, user_id: &str) -> StoreResult<Option<Vec<String>>> {
-        let mut tx = self.pool.begin().await.map_err(engine)?;
-        let row =
-            sqlx::query(&self.q("SELECT deactivated FROM users WHERE user_id = ? FOR UPDATE"))
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(engine)?;
-        if row.is_none() {
-            return Ok(None);
-        }
-        let rows = sqlx::query(
-            &self.q("SELECT session_id FROM sessions WHERE user_id = ? ORDER BY session_id"),
-        )
-        .bind(user_id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(engine)?;
-        let ids = first_strings(&rows)?;
-        for sql in [
-            "UPDATE users SET deactivated = 1 WHERE user_id = ?",
-            "DELETE FROM sessions WHERE user_id = ?",
-            push::CLEAR_USER,
-        ] {
-            sqlx::query(&self.q(sql))
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(engine)?;
-        }
-        tx.commit().await.map_err(engine)?;
-        Ok(Some(ids))
+        users::deactivate(self.d, &self.pool, user_id).await
     }
 
     async fn create_session(&self, session: Session, device: Device) -> StoreResult<()> {
@@ -1275,70 +1236,6 @@ impl SqlStore {
         }
     }
 
-    /// One try of [`Store::put_user`] in a transaction of its own.
-    async fn put_user_once(&self, put: &PutUser) -> Result<(User, bool), Retry> {
-        let mut tx = self.pool.begin().await.map_err(Retry::fail)?;
-        let sql = self.q(&format!("{USER_SELECT} WHERE user_id = ? FOR UPDATE"));
-        let old = sqlx::query(&sql)
-            .bind(&put.user_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(Retry::fail)?
-            .map(|r| user_from_row(&r))
-            .transpose()
-            .map_err(Retry::Fail)?;
-        let user = put
-            .applied_to(old.as_ref())
-            .map_err(|e| Retry::Fail(e.into()))?;
-        if old.as_ref() == Some(&user) {
-            return Ok((user, false));
-        }
-        let q = if old.is_some() {
-            self.q(
-                "UPDATE users SET username = ?, display_name = ?, password_hash = ?, \
-                 avatar_url = ?, metadata = ? WHERE user_id = ?",
-            )
-        } else {
-            self.q(
-                "INSERT INTO users (username, display_name, password_hash, avatar_url, \
-                 metadata, user_id, created_at, deactivated) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-            )
-        };
-        let mut q = sqlx::query(&q)
-            .bind(user.username.clone())
-            .bind(user.display_name.clone())
-            .bind(user.password_hash.clone())
-            .bind(user.avatar_url.clone())
-            .bind(user.metadata.clone())
-            .bind(user.user_id.clone());
-        if old.is_none() {
-            q = q.bind(user.created_at);
-        }
-        match q.execute(&mut *tx).await {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                let name_taken = match &user.username {
-                    Some(n) => self
-                        .row(&format!("{USER_SELECT} WHERE username = ?"), &[n])
-                        .await
-                        .map_err(Retry::Fail)?
-                        .is_some_and(|r| {
-                            r.try_get::<String, _>(0).ok().as_deref() != Some(&user.user_id)
-                        }),
-                    None => false,
-                };
-                return Err(if name_taken {
-                    Retry::Fail(Error::conflict("username is taken").into())
-                } else {
-                    Retry::Again
-                });
-            }
-            Err(e) => return Err(Retry::fail(e)),
-        }
-        tx.commit().await.map_err(Retry::fail)?;
-        Ok((user, old.is_none()))
-    }
-
     /// One row (or none) of `sql` (`?` placeholders) with text arguments.
     async fn row(&self, sql: &str, args: &[&str]) -> StoreResult<Option<AnyRow>> {
         let sql = self.q(sql);
@@ -1372,18 +1269,6 @@ impl SqlStore {
         }
         q.execute(&self.pool).await.map_err(engine)?;
         Ok(())
-    }
-}
-
-/// Why one try of a write failed: a race worth one more try, or an answer.
-enum Retry {
-    Again,
-    Fail(StoreError),
-}
-
-impl Retry {
-    fn fail(e: impl std::fmt::Display) -> Retry {
-        Retry::Fail(engine(e))
     }
 }
 
