@@ -12,9 +12,12 @@
 //! whichever nodes write. Everything else is a plain statement or a short
 //! transaction on the pool.
 //!
-//! long: every read of the Store trait for both SQL dialects; the writer is
-//! apart (`writer.rs`); splitting the reads by table would scatter one
-//! trait impl over files.
+//! long: the one `Store` impl for both SQL dialects: every read, and the
+//! account and device writes that are one statement or one short
+//! transaction. The timeline writer is apart (`writer.rs`), and so are the
+//! multi-step writes of the server API (`users.rs`) and push registrations
+//! (`push.rs`); splitting the rest by table would scatter one trait impl
+//! over files.
 
 mod push;
 mod schema;
