@@ -11,10 +11,12 @@
 
 pub mod embedded;
 pub mod ids;
+mod jobs;
 mod rules;
 pub mod sql;
 mod types;
 
+pub use jobs::*;
 pub use types::*;
 
 use std::sync::Arc;
@@ -215,6 +217,67 @@ pub trait Store: Send + Sync + 'static {
         device_id: &str,
         conv_id: &str,
     ) -> StoreResult<Option<u64>>;
+
+    // The outbound queue of the delivery engine (`jobs`).
+    /// Installs what decides the jobs a commit records (once, before
+    /// serving); without one, commits record none.
+    fn set_planner(&self, planner: Arc<dyn JobPlanner>);
+    /// Records jobs on their own (not in an event's commit), in order;
+    /// coalescing as [`NewJob::coalesce_key`] says.
+    async fn add_jobs(&self, jobs: Vec<NewJob>, now_ms: i64) -> StoreResult<Vec<Added>>;
+    /// Leases up to `limit` due jobs of these kinds to `owner` until
+    /// `now_ms + lease_ms`: pending, `due_at <= now_ms`, not leased (or
+    /// the lease ran out), and, when ordered and not `unordered`, with no
+    /// earlier pending job of the same order key. Oldest due first.
+    async fn claim_jobs(
+        &self,
+        kinds: &[JobKind],
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<Job>>;
+    /// Ends an attempt at a job `owner` leased with `version`.
+    async fn finish_job(
+        &self,
+        id: u64,
+        owner: &str,
+        version: u32,
+        outcome: JobOutcome,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    async fn job(&self, id: u64) -> StoreResult<Option<Job>>;
+    /// Jobs of a kind and status in ID order after `after`, at most `limit`.
+    async fn jobs(
+        &self,
+        kind: JobKind,
+        status: JobStatus,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<Job>>;
+    /// Makes a job of this kind (pending or failed) due at once, outside
+    /// its order (`unordered`), `attempts` 0, expiring at `expires_at`,
+    /// its lease dropped; `false` when there is no such job.
+    async fn retry_job(
+        &self,
+        id: u64,
+        kind: JobKind,
+        now_ms: i64,
+        expires_at: i64,
+    ) -> StoreResult<bool>;
+    /// Deletes the jobs of a kind whose `dest` is not in `keep` (a webhook
+    /// removed from the configuration); answers how many.
+    async fn drop_jobs(&self, kind: JobKind, keep: &[String]) -> StoreResult<u64>;
+    /// Deletes failed jobs last tried before `before_ms`; answers how many.
+    async fn purge_failed_jobs(&self, before_ms: i64) -> StoreResult<u64>;
+    /// Records the device's last push attempt (I2.5); nothing when there is
+    /// no such device.
+    async fn set_push_result(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        attempt: PushAttempt,
+    ) -> StoreResult<()>;
 
     /// Finishes the writes in flight and makes everything durable.
     async fn shutdown(&self);

@@ -200,6 +200,9 @@ pub struct Device {
     pub synced_before: bool,
     #[serde(default)]
     pub push: Option<PushTarget>,
+    /// The last push attempt (I2.5); `None` before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_last: Option<crate::PushAttempt>,
 }
 
 /// A conversation's metadata and timeline position.

@@ -25,6 +25,7 @@ async fn device(store: &Arc<dyn Store>, user: &str, device: &str) {
         last_seen: 1,
         synced_before: false,
         push: None,
+        push_last: None,
     };
     store.create_session(session, d).await.unwrap();
 }

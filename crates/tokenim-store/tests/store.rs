@@ -221,6 +221,7 @@ async fn users_by_id_are_upserted_renamed_and_deactivated() {
             last_seen: 1,
             synced_before: false,
             push: None,
+            push_last: None,
         };
         store.create_session(session, device).await.unwrap();
     }

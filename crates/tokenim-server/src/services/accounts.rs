@@ -224,6 +224,7 @@ impl Accounts {
             last_seen: now,
             synced_before: false,
             push: None,
+            push_last: None,
         };
         let token = self.tokens.sign(&Claims {
             session_id: session.session_id.clone(),

@@ -297,6 +297,7 @@ fn device_from_row(r: &AnyRow) -> StoreResult<Device> {
             p256dh,
             auth,
         }),
+        push_last: None,
     })
 }
 
@@ -540,6 +541,66 @@ impl SqlStore {
 
 #[async_trait]
 impl Store for SqlStore {
+    // jobs: stub until the outbound queue lands (branch `jobs`).
+    fn set_planner(&self, _planner: Arc<dyn JobPlanner>) {}
+    async fn add_jobs(&self, _jobs: Vec<NewJob>, _now_ms: i64) -> StoreResult<Vec<Added>> {
+        Err(StoreError::Engine("jobs are not built yet".into()))
+    }
+    async fn claim_jobs(
+        &self,
+        _kinds: &[JobKind],
+        _owner: &str,
+        _now_ms: i64,
+        _lease_ms: i64,
+        _limit: usize,
+    ) -> StoreResult<Vec<Job>> {
+        Ok(Vec::new())
+    }
+    async fn finish_job(
+        &self,
+        _id: u64,
+        _owner: &str,
+        _version: u32,
+        _outcome: JobOutcome,
+        _now_ms: i64,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn job(&self, _id: u64) -> StoreResult<Option<Job>> {
+        Ok(None)
+    }
+    async fn jobs(
+        &self,
+        _kind: JobKind,
+        _status: JobStatus,
+        _after: Option<u64>,
+        _limit: usize,
+    ) -> StoreResult<Vec<Job>> {
+        Ok(Vec::new())
+    }
+    async fn retry_job(
+        &self,
+        _id: u64,
+        _kind: JobKind,
+        _now_ms: i64,
+        _expires_at: i64,
+    ) -> StoreResult<bool> {
+        Ok(false)
+    }
+    async fn drop_jobs(&self, _kind: JobKind, _keep: &[String]) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn purge_failed_jobs(&self, _before_ms: i64) -> StoreResult<u64> {
+        Ok(0)
+    }
+    async fn set_push_result(
+        &self,
+        _user_id: &str,
+        _device_id: &str,
+        _attempt: PushAttempt,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
     fn set_sink(&self, sink: Arc<dyn EventSink>) {
         *self.sink.lock() = Some(sink);
     }
