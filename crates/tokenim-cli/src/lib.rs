@@ -11,6 +11,7 @@ use tokenim_client::{Client, Session};
 mod chat;
 mod kept;
 mod oneshot;
+mod push;
 mod tui;
 
 /// The platform this binary logs in as.
@@ -32,6 +33,9 @@ pub enum ClientCmd {
     Conversations(oneshot::ConversationsArgs),
     /// Create a group with the given members.
     Group(oneshot::GroupArgs),
+    /// Offline push tools for operators (with an API key).
+    #[command(subcommand)]
+    Push(push::PushCmd),
 }
 
 pub async fn run(cmd: ClientCmd) -> anyhow::Result<()> {
@@ -43,6 +47,7 @@ pub async fn run(cmd: ClientCmd) -> anyhow::Result<()> {
         ClientCmd::History(a) => oneshot::history(a).await,
         ClientCmd::Conversations(a) => oneshot::conversations(a).await,
         ClientCmd::Group(a) => oneshot::group(a).await,
+        ClientCmd::Push(c) => push::run(c).await,
     }
 }
 

@@ -226,6 +226,36 @@ impl Client {
         })
     }
 
+    /// Sends a test notification to each of the user's registered devices
+    /// now and answers each provider's answer (`POST
+    /// /v1/server/users/{user_id}/push/test`, with an API key).
+    pub async fn server_push_test(
+        &self,
+        api_key: &str,
+        user_id: &str,
+    ) -> Result<tokenim_proto::PushTestResults> {
+        let url = self.url_for(&["v1", "server", "users", user_id, "push", "test"]);
+        self.call(
+            Some(api_key),
+            Method::POST,
+            url,
+            Some(&serde_json::json!({})),
+        )
+        .await
+    }
+
+    /// The user's devices with their push registration and last attempt
+    /// (`GET /v1/server/users/{user_id}/push`, with an API key).
+    pub async fn server_user_push(
+        &self,
+        api_key: &str,
+        user_id: &str,
+    ) -> Result<tokenim_proto::PushDevices> {
+        let url = self.url_for(&["v1", "server", "users", user_id, "push"]);
+        self.call(Some(api_key), Method::GET, url, None::<&()>)
+            .await
+    }
+
     /// Creates an account (`POST /v1/accounts`); answers the new user ID.
     /// A taken username is [`Error::Api`] with code `conflict`.
     pub async fn register(

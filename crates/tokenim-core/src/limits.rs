@@ -22,6 +22,15 @@ pub struct Limits {
     pub token_ttl_ms: u64,
     /// Largest user `metadata`, compact (PROTOCOL-INTEGRATION I1.2).
     pub user_metadata_bytes: u64,
+    /// Most attempts at one push, and how long after its message's commit
+    /// a push may still be made (PROTOCOL-INTEGRATION I2.3).
+    pub push_max_attempts: u64,
+    pub push_ttl_ms: u64,
+    /// How long an after-event delivery is retried before it is `failed`
+    /// (I3.4).
+    pub webhook_retry_ms: u64,
+    /// Most requests in flight to one push provider or one webhook.
+    pub outbound_concurrency: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +50,10 @@ impl Default for Limits {
             login_burst: 20,
             token_ttl_ms: 2_592_000_000,
             user_metadata_bytes: 4096,
+            push_max_attempts: 8,
+            push_ttl_ms: 86_400_000,
+            webhook_retry_ms: 86_400_000,
+            outbound_concurrency: 16,
         }
     }
 }
@@ -48,7 +61,7 @@ impl Default for Limits {
 impl Limits {
     /// The names of every limit, as used in `[limits]` and
     /// `TOKENIM_LIMITS_<NAME>`.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 18] = [
         "max_frame_bytes",
         "max_content_bytes",
         "max_group_members",
@@ -63,6 +76,10 @@ impl Limits {
         "login_burst",
         "token_ttl_ms",
         "user_metadata_bytes",
+        "push_max_attempts",
+        "push_ttl_ms",
+        "webhook_retry_ms",
+        "outbound_concurrency",
     ];
 
     /// Sets one limit by name; `Err` names what was wrong.
@@ -82,6 +99,10 @@ impl Limits {
             "login_burst" => &mut self.login_burst,
             "token_ttl_ms" => &mut self.token_ttl_ms,
             "user_metadata_bytes" => &mut self.user_metadata_bytes,
+            "push_max_attempts" => &mut self.push_max_attempts,
+            "push_ttl_ms" => &mut self.push_ttl_ms,
+            "webhook_retry_ms" => &mut self.webhook_retry_ms,
+            "outbound_concurrency" => &mut self.outbound_concurrency,
             other => return Err(format!("unknown limit {other:?}")),
         };
         *slot = value;
@@ -110,6 +131,14 @@ impl Limits {
         }
         if self.token_ttl_ms == 0 {
             return Err("token_ttl_ms must be positive".into());
+        }
+        if self.push_max_attempts == 0 || self.push_ttl_ms == 0 || self.webhook_retry_ms == 0 {
+            return Err(
+                "push_max_attempts, push_ttl_ms and webhook_retry_ms must be positive".into(),
+            );
+        }
+        if !(1..=1024).contains(&self.outbound_concurrency) {
+            return Err("outbound_concurrency must be 1..=1024".into());
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ mod error;
 mod event;
 mod frames;
 mod http;
+mod outbound;
 mod server_convs;
 pub mod system;
 mod webhook;
@@ -17,6 +18,7 @@ pub use error::{ErrorBody, ErrorCode, ErrorResponse, close};
 pub use event::{Content, Event, EventKind, decode_event, deserialize_events, event_frame_json};
 pub use frames::*;
 pub use http::*;
+pub use outbound::*;
 pub use server_convs::*;
 pub use webhook::*;
 

@@ -15,6 +15,7 @@ pub mod config;
 pub mod delivery;
 pub mod jwt;
 pub mod metrics;
+pub mod outbound;
 pub mod push;
 pub mod serve;
 pub mod services;

@@ -115,6 +115,7 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server>
     let (ltx, lrx) = mpsc::channel(QUEUE);
     let (rtx, rrx) = mpsc::channel(QUEUE);
     store.set_sink(Arc::new(Sink(ltx)));
+    app.outbound.install();
     let dispatcher = app.dispatcher.clone().spawn(lrx, rrx);
     let (stop_tx, stop_rx) = watch::channel(false);
     let cluster_tasks = match &cluster {
@@ -150,6 +151,10 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server>
             }
         })
     };
+    let outbound = app
+        .outbound
+        .active()
+        .then(|| tokio::spawn(app.outbound.clone().run(stop_rx.clone())));
     let router = crate::api::router(app.clone());
     let task = {
         let app = app.clone();
@@ -168,6 +173,9 @@ pub async fn start(cfg: Config, store: Arc<dyn Store>) -> anyhow::Result<Server>
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let _ = ticker.await;
+            if let Some(o) = outbound {
+                let _ = o.await;
+            }
             app.marks.flush().await;
             app.store.shutdown().await;
             if let Some(c) = &app.cluster {

@@ -16,6 +16,7 @@ use crate::delivery::dispatcher::Dispatcher;
 use crate::delivery::fanout::Fanout;
 use crate::delivery::hub::Hub;
 use crate::metrics::Metrics;
+use crate::outbound::Outbound;
 use crate::push::PushProviders;
 use crate::services::accounts::Accounts;
 use crate::services::commits::Commits;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub devices: Arc<Devices>,
     /// The push providers' checked credentials (for the delivery engine).
     pub push: Arc<PushProviders>,
+    /// Offline pushes and after-event webhooks: jobs the store keeps.
+    pub outbound: Arc<Outbound>,
     pub contacts: Arc<Contacts>,
     pub convs: Arc<Conversations>,
     pub timeline: Arc<Timeline>,
@@ -99,9 +102,10 @@ impl AppState {
             metrics.clone(),
         ));
         let webhooks = cfg.webhooks()?;
+        let webhook_client = crate::webhooks::client()?;
         let before_send = crate::webhooks::before_send::BeforeSend::new(
             &webhooks,
-            crate::webhooks::client()?,
+            webhook_client.clone(),
             limits.max_content_bytes,
         )
         .map(Arc::new);
@@ -120,6 +124,16 @@ impl AppState {
             fanout.clone(),
         ));
         let push = Arc::new(PushProviders::load(&cfg.push)?);
+        let node = cluster.as_ref().map_or("node", |c| c.node.as_str());
+        let outbound = Outbound::new(
+            store.clone(),
+            push.clone(),
+            &webhooks,
+            webhook_client,
+            fanout.clone(),
+            limits.clone(),
+            node,
+        )?;
         let devices = Arc::new(Devices::new(
             store.clone(),
             fanout.clone(),
@@ -147,6 +161,7 @@ impl AppState {
             accounts,
             devices,
             push,
+            outbound,
             contacts,
             convs,
             timeline,

@@ -215,7 +215,7 @@ async fn delete_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn query(raw: Option<String>) -> ApiResult<HashMap<String, String>> {
+pub(crate) fn query(raw: Option<String>) -> ApiResult<HashMap<String, String>> {
     let raw = raw.unwrap_or_default();
     if raw.len() > 4096 {
         return Err(Error::too_large("query string too long").into());
@@ -581,7 +581,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    let body = app.metrics.render(
+    let mut body = app.metrics.render(
         app.hub.connections(),
         app.hub.online_users(),
         &app.cluster
@@ -589,5 +589,6 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             .map(|c| c.stats.counters())
             .unwrap_or_default(),
     );
+    app.outbound.stats.render(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -24,6 +24,7 @@ pub mod error;
 pub mod http;
 pub mod server;
 pub mod server_convs;
+pub mod server_outbound;
 pub mod server_users;
 pub mod web;
 pub mod ws;
@@ -37,6 +38,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .merge(server::routes())
         .merge(server_users::routes())
         .merge(server_convs::routes())
+        .merge(server_outbound::routes())
         .route("/v1/ws", get(ws::upgrade))
         .merge(web::routes())
         .fallback(|| async { ApiError(Error::not_found("no such route")) })

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod credentials;
 pub mod register;
+pub mod send;
 
 #[cfg(test)]
 mod tests;
